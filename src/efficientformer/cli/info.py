@@ -1,0 +1,40 @@
+"""Print the version, the backends and optional tools found, and the presets with their released weights."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "show the version, installed backends and the L1/L3/L7 presets"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    del parser  # no options
+
+
+def _version_of(module: str) -> str:
+    import importlib.metadata as md
+
+    for dist in (module, {"tensorflow": "tensorflow-cpu"}.get(module, module)):
+        try:
+            return md.version(dist)
+        except md.PackageNotFoundError:
+            continue
+    return "not installed"
+
+
+def run(args: argparse.Namespace) -> int:
+    del args
+    from .._version import __version__
+    from ..presets import VARIANTS, WEIGHTS
+
+    print(f"efficientformer {__version__}")
+    print("backends and tools:")
+    for module in ("torch", "tensorflow", "keras", "jax", "timm", "onnxruntime", "safetensors", "huggingface_hub"):
+        print(f"  {module:<16} {_version_of(module)}")
+    print("presets:")
+    print(f"  {'name':<4} {'depths':<15} {'widths':<20} {'Meta3D':>6} {'params':>11} {'top-1':>6}  weights")
+    for name, v in VARIANTS.items():
+        w = WEIGHTS[name]
+        print(f"  {name:<4} {str(list(v.depths)):<15} {str(list(v.hidden_sizes)):<20} {v.num_meta3d_blocks:>6} "
+              f"{v.num_parameters:>11,} {w.top1:>6.1f}  {w.hub_id}")
+    return 0
