@@ -62,8 +62,10 @@ class ImageClassifierOutput(ModelOutput):
 
 @dataclass(eq=False)
 class ImageClassifierWithTeacherOutput(ModelOutput):
-    """`logits` is the mean of `cls_logits` (class head) and `distillation_logits` (distillation head)."""
+    """`logits` is the mean of `cls_logits` (class head) and `distillation_logits` (distillation head);
+    `loss` (both heads trained on the labels) only when labels are given."""
 
+    loss: Any = None
     logits: Any = None
     cls_logits: Any = None
     distillation_logits: Any = None
