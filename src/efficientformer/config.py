@@ -187,7 +187,7 @@ class EfficientFormerConfig:
         """The paper's L1, L3 or L7 shape (1000 ImageNet classes unless overridden)."""
         from .presets import get_variant
 
-        return cls(**{**get_variant(name).config_kwargs(), **overrides})
+        return cls.from_dict(get_variant(name).config_kwargs(), **overrides)
 
     # ----------------------------------------------------------------------------- (de)serialization
     def to_dict(self) -> dict[str, Any]:
