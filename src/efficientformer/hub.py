@@ -32,7 +32,7 @@ def resolve_file(name_or_path: str | os.PathLike, filename: str, *, required: bo
                                   "or a hub id.")
         return None
     if os.path.isfile(name):
-        return name if os.path.basename(name) == filename or not required else name
+        return name
     if name.count("/") > 1 or name.startswith((".", "/", "~")):
         raise CheckpointError(f"{name} does not exist; give an existing folder or file, or a hub id as 'org/name'.")
     hub = require("huggingface_hub", "torch", "loading by hub id")
@@ -40,10 +40,6 @@ def resolve_file(name_or_path: str | os.PathLike, filename: str, *, required: bo
     try:
         return hub.hf_hub_download(name, filename, revision=revision, cache_dir=cache_dir,
                                    local_files_only=local_files_only, token=token)
-    except errors.EntryNotFoundError:
-        if required:
-            raise CheckpointError(f"hub repository {name} has no {filename}.") from None
-        return None
     except errors.LocalEntryNotFoundError:
         if not required and _cached_snapshot(name, revision, cache_dir):
             return None
@@ -54,6 +50,10 @@ def resolve_file(name_or_path: str | os.PathLike, filename: str, *, required: bo
                                   "with network access, or point at a local folder.") from None
         raise CheckpointError(f"{name}/{filename} could not be downloaded (no network?) and is not in {where}; "
                               "set HF_HUB_OFFLINE=1 to use a cached copy, or point at a local folder.") from None
+    except errors.EntryNotFoundError:  # after LocalEntryNotFoundError, its subclass
+        if required:
+            raise CheckpointError(f"hub repository {name} has no {filename}.") from None
+        return None
     except errors.RepositoryNotFoundError:
         raise CheckpointError(f"hub repository {name} does not exist or needs a token.") from None
     except (OSError, ValueError) as err:
