@@ -382,7 +382,8 @@ class EfficientFormerPreTrainedModel(nn.Module):
                         revision: str | None = None, cache_dir: str | None = None,
                         local_files_only: bool = False, token: str | bool | None = None,
                         ignore_mismatched_sizes: bool = False, torch_dtype: Any = None,
-                        output_loading_info: bool = False, **config_overrides: Any):
+                        output_loading_info: bool = False, allow_training_args: bool = False,
+                        **config_overrides: Any):
         """Load a model from a folder, a hub id or a weights file of any supported format.
 
         Args:
@@ -395,6 +396,8 @@ class EfficientFormerPreTrainedModel(nn.Module):
                 instead of raising.
             torch_dtype: dtype of the loaded model (`torch.float16`, `"bfloat16"`, `"auto"` = as stored).
             output_loading_info: also return `{"missing_keys", "unexpected_keys", "mismatched_keys"}`.
+            allow_training_args: read a training checkpoint of the original repository, whose pickle holds an
+                `argparse.Namespace` (only that class is allowed; see `efficientformer.checkpoints`).
             **config_overrides: config fields to change, e.g. `num_labels=10` or `id2label={...}`.
 
         Raises:
@@ -407,7 +410,8 @@ class EfficientFormerPreTrainedModel(nn.Module):
         from .checkpoints import load_checkpoint
 
         checkpoint = load_checkpoint(name_or_path, revision=revision, cache_dir=cache_dir,
-                                     local_files_only=local_files_only, token=token)
+                                     local_files_only=local_files_only, token=token,
+                                     allow_training_args=allow_training_args)
         config = config or checkpoint.config
         if config_overrides:
             config = config.copy(**config_overrides)
@@ -473,10 +477,12 @@ class EfficientFormerPreTrainedModel(nn.Module):
             folder: created if needed.
             safe_serialization: safetensors (default) or a pickled `.bin` of tensors only.
             processor: an `EfficientFormerImageProcessor` or its settings; defaults to the settings the
-                model was loaded with, else the released checkpoints' preprocessing.
+                model was loaded with, else the released checkpoints' preprocessing (shortest edge 256,
+                bicubic, center crop 224, ImageNet mean and std).
         """
         import os
 
+        from .presets import RELEASED_PREPROCESSING
         from .processing import EfficientFormerImageProcessor
 
         os.makedirs(folder, exist_ok=True)
@@ -494,7 +500,7 @@ class EfficientFormerPreTrainedModel(nn.Module):
         if processor is None:
             processor = self.processor_settings
         if not isinstance(processor, EfficientFormerImageProcessor):
-            processor = EfficientFormerImageProcessor(**(processor or {}))
+            processor = EfficientFormerImageProcessor(**(processor or RELEASED_PREPROCESSING))
         processor.save_pretrained(folder)
 
 

@@ -6,11 +6,16 @@ One row per variant: widths, depths and attention blocks (Li et al., 2022, Table
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Any
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# The preprocessing of the released checkpoints (their preprocessor_config.json).
+RELEASED_PREPROCESSING: dict[str, Any] = {
+    "size": {"shortest_edge": 256}, "crop_size": {"height": 224, "width": 224}, "resample": 3,
+    "image_mean": list(IMAGENET_MEAN), "image_std": list(IMAGENET_STD)}
 
 
 @dataclass(frozen=True)
@@ -53,9 +58,7 @@ class Weights:
     top1: float  # ImageNet-1k validation, 224x224, from the paper
     mobile_latency_ms: float  # iPhone 12, CoreML, from the paper
     gmacs: float
-    preprocessing: dict[str, Any] = field(default_factory=lambda: {
-        "size": {"shortest_edge": 256}, "crop_size": {"height": 224, "width": 224}, "resample": 3,
-        "image_mean": list(IMAGENET_MEAN), "image_std": list(IMAGENET_STD)})
+    preprocessing: dict[str, Any] = field(default_factory=lambda: copy.deepcopy(RELEASED_PREPROCESSING))
     labels: str = "imagenet-1k"
 
 

@@ -1,0 +1,578 @@
+"""`EfficientFormerImageProcessor`: transformers 4.x preprocessing (resize, center crop, rescale, normalize).
+
+Numbers are those of transformers 4.57's `EfficientFormerImageProcessor`: the resize is Pillow's on 8-bit
+pixels (bit-identical), crop offsets round down, and rescale + normalize run through a 256-entry table per channel built with transformers' own float
+arithmetic (float64 rescale, float32 normalize), so 8-bit inputs give exactly transformers' float32 output.
+`preprocessor_config.json` files are read and written in the transformers format.
+
+Example:
+    >>> from efficientformer import EfficientFormerImageProcessor
+    >>> processor = EfficientFormerImageProcessor(size={"shortest_edge": 256})
+    >>> batch = processor(["cat.jpg", "dog.png"], return_tensors="pt")
+    >>> batch.pixel_values.shape
+    torch.Size([2, 3, 224, 224])
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import warnings
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from .errors import ConfigError, InputError, require
+from .image_io import CHANNELS_FIRST, Pixels, collect, normalize_layout
+
+PREPROCESSOR_NAME = "preprocessor_config.json"
+IMAGENET_DEFAULT_MEAN = [0.485, 0.456, 0.406]
+IMAGENET_DEFAULT_STD = [0.229, 0.224, 0.225]
+
+# Pillow's resampling filters: code -> (name, filter support in input pixels at scale 1)
+_FILTERS = {0: ("nearest", 0.0), 1: ("lanczos", 3.0), 2: ("bilinear", 1.0), 3: ("bicubic", 2.0),
+            4: ("box", 0.5), 5: ("hamming", 1.0)}
+_FILTER_CODES = {name: code for code, (name, _) in _FILTERS.items()} | {"antialias": 1, "linear": 2, "cubic": 3}
+_SETTINGS = ("do_resize", "size", "resample", "do_center_crop", "crop_size", "do_rescale", "rescale_factor",
+             "do_normalize", "image_mean", "image_std")
+# options of ours that transformers lacks: written to json only when not at their default
+_OPTIONAL = {"crop_rounding": "floor", "fast_resize": False}
+_LOADER_KWARGS = ("revision", "cache_dir", "local_files_only", "token")
+_IGNORED_KWARGS = ("trust_remote_code", "use_fast", "force_download", "proxies", "resume_download",
+                   "_from_auto", "_from_pipeline", "return_unused_kwargs")
+
+
+class BatchFeature(dict):
+    """The processor's output: a dict with attribute access (`batch.pixel_values` is `batch["pixel_values"]`).
+
+    `pixel_values` is a list of (C, H, W) arrays when `return_tensors=None`, otherwise one (N, C, H, W) array
+    or tensor (N, H, W, C with `data_format="channels_last"`).
+    """
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    @property
+    def data(self) -> dict:
+        """The plain dict (transformers' `BatchFeature.data`)."""
+        return dict(self)
+
+    def to(self, *args: Any, **kwargs: Any) -> "BatchFeature":
+        """Move / cast torch tensors as `tensor.to(*args, **kwargs)` (floating tensors only get dtype casts).
+
+        Example: `processor(image, return_tensors="pt").to("cuda", torch.float16)`.
+        """
+        for key, value in self.items():
+            if hasattr(value, "to") and hasattr(value, "is_floating_point"):
+                if value.is_floating_point():
+                    self[key] = value.to(*args, **kwargs)
+                else:
+                    device = kwargs.get("device", args[0] if args and not _is_dtype(args[0]) else None)
+                    if device is not None:
+                        self[key] = value.to(device=device)
+        return self
+
+
+def _is_dtype(value: Any) -> bool:
+    return type(value).__name__ == "dtype"
+
+
+class EfficientFormerImageProcessor:
+    """Image preprocessing for EfficientFormer, with the options, defaults and numbers of transformers 4.57.
+
+    Pipeline: resize (Pillow, on 8-bit RGB) -> center crop -> rescale (x * rescale_factor) -> normalize
+    ((x - mean) / std) -> layout. Every option can be overridden per call in `preprocess`.
+
+    Args:
+        do_resize: resize first. Default True.
+        size: {"height": h, "width": w} (exact size) or {"shortest_edge": s} (the shorter side becomes s, the
+            longer one int(s * long / short)); an int means a square. Default {"height": 224, "width": 224}.
+        resample: Pillow filter code (0 nearest, 1 lanczos, 2 bilinear, 3 bicubic, 4 box, 5 hamming) or its
+            name. Default 3 (bicubic).
+        do_center_crop: crop the center `crop_size` after resizing (zero-padded when larger). Default True.
+        crop_size: {"height": h, "width": w} or an int. Default 224x224.
+        do_rescale: multiply by `rescale_factor`. Default True.
+        rescale_factor: Default 1/255.
+        do_normalize: subtract `image_mean` and divide by `image_std` per channel. Default True.
+        image_mean, image_std: 3 floats (or one for all channels). Default ImageNet's.
+        crop_rounding: "floor" (transformers) or "round" (torchvision/timm: half to even) for crop offsets
+            when the margin is odd. Default "floor".
+        fast_resize: resample only the cropped region with Pillow's `box` (about 1.5x faster for crops, but
+            about 0.01% of values differ by 1/255 from transformers). Default False (exact).
+        **kwargs: other keys of a preprocessor_config.json; kept and written back by `save_pretrained`.
+
+    Example:
+        >>> processor = EfficientFormerImageProcessor.from_pretrained("snap-research/efficientformer-l1-300")
+        >>> processor("cat.jpg", return_tensors="np")["pixel_values"].shape
+        (1, 3, 224, 224)
+    """
+
+    model_input_names = ["pixel_values"]
+
+    def __init__(self, do_resize: bool = True, size: Any = None, resample: Any = 3, do_center_crop: bool = True,
+                 do_rescale: bool = True, rescale_factor: float = 1 / 255, crop_size: Any = None,
+                 do_normalize: bool = True, image_mean: Any = None, image_std: Any = None,
+                 crop_rounding: str = "floor", fast_resize: bool = False, **kwargs: Any) -> None:
+        kwargs.pop("feature_extractor_type", None)
+        kwargs.pop("image_processor_type", None)
+        self._processor_class = kwargs.pop("processor_class", kwargs.pop("_processor_class", None))
+        self.do_resize = bool(do_resize)
+        self.size = _size_dict(size if size is not None else {"height": 224, "width": 224}, "size")
+        self.resample = _resample_code(resample)
+        self.do_center_crop = bool(do_center_crop)
+        self.crop_size = _crop_dict(crop_size if crop_size is not None else {"height": 224, "width": 224})
+        self.do_rescale = bool(do_rescale)
+        self.rescale_factor = rescale_factor
+        self.do_normalize = bool(do_normalize)
+        self.image_mean = list(image_mean) if isinstance(image_mean, (list, tuple)) else (
+            image_mean if image_mean is not None else list(IMAGENET_DEFAULT_MEAN))
+        self.image_std = list(image_std) if isinstance(image_std, (list, tuple)) else (
+            image_std if image_std is not None else list(IMAGENET_DEFAULT_STD))
+        self.crop_rounding = _rounding(crop_rounding)
+        self.fast_resize = bool(fast_resize)
+        self._extra = {key: value for key, value in kwargs.items()}
+
+    # ------------------------------------------------------------------ preprocessing
+    def __call__(self, images: Any, **kwargs: Any) -> BatchFeature:
+        """Same as `preprocess`."""
+        return self.preprocess(images, **kwargs)
+
+    def preprocess(self, images: Any, do_resize: bool | None = None, size: Any = None, resample: Any = None,
+                   do_center_crop: bool | None = None, crop_size: Any = None, do_rescale: bool | None = None,
+                   rescale_factor: float | None = None, do_normalize: bool | None = None, image_mean: Any = None,
+                   image_std: Any = None, return_tensors: str | None = None,
+                   data_format: str | None = "channels_first", input_data_format: str | None = None,
+                   crop_rounding: str | None = None, fast_resize: bool | None = None) -> BatchFeature:
+        """Preprocess one image or a batch.
+
+        Args:
+            images: a file path, PIL image, numpy array ((H, W, C), (C, H, W) or (H, W); uint8, uint16 or float),
+                torch/TF tensor, a 4-D (N, C, H, W) / (N, H, W, C) batch, or a list mixing them. Grayscale, RGBA
+                (alpha dropped) and 16-bit images (values >> 8) are converted to 8-bit RGB first.
+            do_resize ... image_std, crop_rounding, fast_resize: override the processor's settings for this call.
+            return_tensors: None (a list of arrays, as transformers), "np" (one float32 array), "pt" (torch),
+                "tf" (TensorFlow) or "jax".
+            data_format: "channels_first" (default), "channels_last", or None (the input's own layout).
+            input_data_format: layout of array inputs; None infers it per image as transformers does.
+
+        Returns:
+            BatchFeature with "pixel_values": (N, 3, H, W) float32 (or a list of (3, H, W) arrays).
+
+        Raises:
+            InputError: unreadable files, wrong shapes or channel counts, an empty list, or images of different
+                output sizes with `return_tensors` set.
+            ConfigError: invalid sizes, filters, mean/std.
+        """
+        do_resize = self.do_resize if do_resize is None else do_resize
+        size = self.size if size is None else _size_dict(size, "size")
+        resample = self.resample if resample is None else _resample_code(resample)
+        do_center_crop = self.do_center_crop if do_center_crop is None else do_center_crop
+        crop_size = self.crop_size if crop_size is None else _crop_dict(crop_size)
+        do_rescale = self.do_rescale if do_rescale is None else do_rescale
+        rescale_factor = self.rescale_factor if rescale_factor is None else rescale_factor
+        do_normalize = self.do_normalize if do_normalize is None else do_normalize
+        mean = self.image_mean if image_mean is None else image_mean
+        std = self.image_std if image_std is None else image_std
+        rounding = self.crop_rounding if crop_rounding is None else _rounding(crop_rounding)
+        fast = self.fast_resize if fast_resize is None else fast_resize
+        if do_rescale and rescale_factor is None:
+            raise ConfigError("do_rescale=True needs a rescale_factor (usually 1/255).")
+        mean3 = _per_channel(mean, "image_mean") if do_normalize else None
+        std3 = _per_channel(std, "image_std") if do_normalize else None
+        if std3 is not None and any(s == 0 for s in std3):
+            raise ConfigError("image_std contains 0; every channel needs a non-zero standard deviation.")
+        out_layout = normalize_layout(data_format, "data_format")
+        tensor_kind = _tensor_kind(return_tensors)
+
+        pixels = collect(images, input_data_format)
+        if do_rescale and pixels[0].is_float and pixels[0].data.min() >= 0 and pixels[0].data.max() <= 1:
+            warnings.warn("the images look already rescaled to [0, 1] while do_rescale=True; pass do_rescale=False "
+                          "for such inputs.", stacklevel=2)
+        settings = dict(do_rescale=bool(do_rescale), rescale_factor=rescale_factor, do_normalize=bool(do_normalize),
+                        mean=mean3, std=std3)
+        arrays = [self._one(p, do_resize, size, resample, do_center_crop, crop_size, rounding, fast, settings,
+                            out_layout or p.layout) for p in pixels]
+        if tensor_kind is None:
+            return BatchFeature(pixel_values=arrays)
+        shapes = {a.shape for a in arrays}
+        if len(shapes) > 1:
+            raise InputError(f"the images have different sizes after preprocessing ({sorted(shapes)}); enable "
+                             "do_center_crop or use a {'height', 'width'} size, or return_tensors=None for a list.")
+        batch = arrays[0][None] if len(arrays) == 1 else np.stack(arrays)
+        return BatchFeature(pixel_values=_as_tensor(batch, tensor_kind))
+
+    def _one(self, pixels: Pixels, do_resize: bool, size: dict, resample: int, do_center_crop: bool,
+             crop_size: dict, rounding: str, fast: bool, settings: dict, layout: str) -> np.ndarray:
+        """Run the pipeline on one image; returns (3, H, W) or (H, W, 3)."""
+        data, from_float = pixels.data, False
+        if pixels.is_float:
+            if not do_resize:  # no Pillow round trip: transformers' float arithmetic on the values given
+                cropped = _center_crop(data, crop_size, rounding) if do_center_crop else data
+                return _float_pipeline(cropped, settings, layout)
+            data, from_float = _quantize_like_transformers(data, pixels.name), True
+        if do_resize:
+            height, width = pixels.size
+            out_h, out_w = _resize_shape(height, width, size)
+            image = data if isinstance(data, Image.Image) else Image.fromarray(np.ascontiguousarray(data))
+            box = _crop_box(out_h, out_w, crop_size, rounding) if do_center_crop else None
+            if box is not None and _fits(box, out_h, out_w):
+                array = np.asarray(_resize_cropped(image, out_w, out_h, resample, box, fast))
+            else:
+                array = np.asarray(image.resize((out_w, out_h), resample=resample))
+                array = _center_crop(array, crop_size, rounding) if do_center_crop else array
+        else:
+            array = np.asarray(data) if isinstance(data, Image.Image) else data
+            array = _center_crop(array, crop_size, rounding) if do_center_crop else array
+        return _finish_8bit(array, from_float, settings, layout)
+
+    # ------------------------------------------------------------------ config round trip
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as transformers' `to_dict()` writes them (plus extra keys), ready for json."""
+        out: dict[str, Any] = {"_processor_class": self._processor_class}
+        for key in _SETTINGS:
+            out[key] = copy.deepcopy(getattr(self, key))
+        for key, default in _OPTIONAL.items():
+            if getattr(self, key) != default:
+                out[key] = getattr(self, key)
+        out.update(copy.deepcopy(self._extra))
+        out["image_processor_type"] = type(self).__name__
+        return out
+
+    def to_json_string(self) -> str:
+        """`preprocessor_config.json` text (sorted keys, 2-space indent, as transformers writes it)."""
+        data = self.to_dict()
+        processor_class = data.pop("_processor_class", None)
+        if processor_class is not None:
+            data["processor_class"] = processor_class
+        data = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in data.items()}
+        return json.dumps(data, indent=2, sort_keys=True) + "\n"
+
+    def to_json_file(self, path: str | os.PathLike) -> None:
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(self.to_json_string())
+
+    def save_pretrained(self, save_directory: str | os.PathLike, **_: Any) -> list[str]:
+        """Write `preprocessor_config.json` into `save_directory` (created if needed); returns the file list."""
+        if os.path.isfile(save_directory):
+            raise ConfigError(f"{save_directory} is a file; save_pretrained needs a folder path.")
+        os.makedirs(save_directory, exist_ok=True)
+        path = os.path.join(os.fspath(save_directory), PREPROCESSOR_NAME)
+        self.to_json_file(path)
+        return [path]
+
+    @classmethod
+    def from_dict(cls, config: dict[str, Any], **overrides: Any) -> "EfficientFormerImageProcessor":
+        """Build from a `to_dict()` / preprocessor_config.json dict; `overrides` replace settings of the same name.
+
+        Raises:
+            ConfigError: an override that is not a setting of this processor.
+        """
+        data = dict(config.get("image_processor", config)) if isinstance(config, dict) else None
+        if data is None:
+            raise ConfigError(f"expected a dict of processor settings, got {type(config).__name__}.")
+        known = set(_SETTINGS) | set(_OPTIONAL)
+        for key in _IGNORED_KWARGS:
+            overrides.pop(key, None)
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise ConfigError(f"unknown processor option(s) {unknown}; valid ones are {sorted(known)}.")
+        data.update(overrides)
+        return cls(**data)
+
+    @classmethod
+    def from_json_file(cls, path: str | os.PathLike) -> "EfficientFormerImageProcessor":
+        return cls.from_dict(_read_json(path))
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike, **kwargs: Any) -> "EfficientFormerImageProcessor":
+        """Load from a folder, a hub id, or a preprocessor_config.json file; keyword settings override the file.
+
+        A timm hub folder (config.json with `pretrained_cfg`, no preprocessor_config.json) is read through
+        `from_timm_config`. Hub options: revision, cache_dir, local_files_only, token.
+
+        Example:
+            >>> EfficientFormerImageProcessor.from_pretrained("path/to/folder", crop_size=256)
+
+        Raises:
+            CheckpointError: the folder/file/repository has no processor settings.
+            ConfigError: the file is not valid json, or an override is unknown.
+        """
+        from .hub import resolve_file
+
+        hub = {key: kwargs.pop(key) for key in _LOADER_KWARGS if key in kwargs}
+        name = os.fspath(name_or_path)
+        if os.path.isfile(name):
+            return cls.from_dict(_read_json(name), **kwargs)
+        path = resolve_file(name, PREPROCESSOR_NAME, required=False, **hub)
+        if path is None:
+            config_path = resolve_file(name, "config.json", required=False, **hub)
+            config = _read_json(config_path) if config_path else {}
+            if "pretrained_cfg" in config:
+                processor = cls.from_timm_config(config)
+                return cls.from_dict(processor.to_dict(), **kwargs)
+            path = resolve_file(name, PREPROCESSOR_NAME, required=True, **hub)  # raises the clear error
+        return cls.from_dict(_read_json(path), **kwargs)
+
+    @classmethod
+    def from_timm_config(cls, pretrained_cfg: dict[str, Any]) -> "EfficientFormerImageProcessor":
+        """The processor equal to timm's eval transform for a `pretrained_cfg` (or a timm config.json dict).
+
+        timm resizes the shorter side to floor(input / crop_pct) with torchvision on PIL, center crops the input
+        size (offsets rounded half to even), then normalizes; this returns shortest_edge = floor(input /
+        crop_pct), the same filter, crop = input size, crop_rounding="round", and timm's mean/std. ("squash"
+        crop mode maps to an exact {"height", "width"} resize.)
+
+        Args:
+            pretrained_cfg: dict with input_size (3, H, W), interpolation ("bilinear", "bicubic", ...), mean, std,
+                crop_pct (default 0.875) and crop_mode (default "center").
+
+        Raises:
+            ConfigError: an interpolation or crop mode this processor cannot reproduce.
+        """
+        cfg = pretrained_cfg.get("pretrained_cfg", pretrained_cfg)
+        input_size = cfg.get("test_input_size") or cfg.get("input_size") or (3, 224, 224)
+        height, width = int(input_size[-2]), int(input_size[-1])
+        crop_pct = cfg.get("test_crop_pct") or cfg.get("crop_pct") or 0.875
+        crop_mode = cfg.get("crop_mode") or "center"
+        interpolation = cfg.get("interpolation") or "bilinear"
+        if interpolation not in _FILTER_CODES:
+            raise ConfigError(f"timm interpolation {interpolation!r} has no Pillow equivalent here; use one of "
+                              f"{sorted(_FILTER_CODES)}.")
+        scaled = (math.floor(height / crop_pct), math.floor(width / crop_pct))
+        if crop_mode == "squash":
+            size = {"height": scaled[0], "width": scaled[1]}
+        elif crop_mode == "center" and height == width:
+            size = {"shortest_edge": scaled[0]}
+        else:
+            raise ConfigError(f"timm crop_mode={crop_mode!r} with input size {height}x{width} cannot be expressed as "
+                              "a shortest-edge or exact resize; use a square input size or crop_mode 'squash'.")
+        return cls(do_resize=True, size=size, resample=_FILTER_CODES[interpolation], do_center_crop=True,
+                   crop_size={"height": height, "width": width}, do_rescale=True, rescale_factor=1 / 255,
+                   do_normalize=True, image_mean=list(cfg.get("mean", IMAGENET_DEFAULT_MEAN)),
+                   image_std=list(cfg.get("std", IMAGENET_DEFAULT_STD)), crop_rounding="round")
+
+    def __getattr__(self, name: str) -> Any:
+        extra = self.__dict__.get("_extra", {})
+        if name in extra:
+            return extra[name]
+        raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, EfficientFormerImageProcessor) and self.to_dict() == other.to_dict()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__} {self.to_json_string()}"
+
+
+# ---------------------------------------------------------------------- settings helpers
+def _size_dict(size: Any, name: str) -> dict[str, int]:
+    """transformers' get_size_dict for `size`: int -> square, (h, w) -> height/width, dicts checked."""
+    if isinstance(size, bool):
+        raise ConfigError(f"{name}={size!r} is not a size; use {{'height': h, 'width': w}} or {{'shortest_edge': s}}.")
+    if isinstance(size, int):
+        return {"height": size, "width": size}
+    if isinstance(size, (list, tuple)) and len(size) == 2:
+        return {"height": int(size[0]), "width": int(size[1])}
+    if isinstance(size, dict):
+        keys = set(size)
+        if keys == {"height", "width"} or keys == {"shortest_edge"}:
+            if all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0 for v in size.values()):
+                return {k: int(v) for k, v in size.items()}
+    raise ConfigError(f"{name}={size!r} is not supported; use {{'height': h, 'width': w}} or "
+                      "{'shortest_edge': s} with positive ints.")
+
+
+def _crop_dict(crop_size: Any) -> dict[str, int]:
+    crop = _size_dict(crop_size, "crop_size")
+    if "height" not in crop:
+        raise ConfigError(f"crop_size={crop_size!r} needs 'height' and 'width' (or one int for a square).")
+    return crop
+
+
+def _resample_code(resample: Any) -> int:
+    if isinstance(resample, str):
+        if resample.lower() in _FILTER_CODES:
+            return _FILTER_CODES[resample.lower()]
+    else:
+        try:
+            code = int(resample)
+        except (TypeError, ValueError):
+            code = -1
+        if code in _FILTERS:
+            return code
+    raise ConfigError(f"resample={resample!r} is not a Pillow filter; use 0 nearest, 1 lanczos, 2 bilinear, "
+                      "3 bicubic, 4 box or 5 hamming.")
+
+
+def _rounding(value: Any) -> str:
+    if value not in ("floor", "round"):
+        raise ConfigError(f"crop_rounding={value!r} is unknown; use 'floor' (transformers) or 'round' "
+                          "(torchvision/timm, half to even).")
+    return value
+
+
+def _per_channel(value: Any, name: str) -> tuple[float, float, float]:
+    if isinstance(value, (int, float, np.floating, np.integer)) and not isinstance(value, bool):
+        return (float(value),) * 3
+    values = tuple(float(v) for v in value)
+    if len(values) != 3:
+        raise ConfigError(f"{name} has {len(values)} values; give 3 (one per RGB channel) or a single float.")
+    return values
+
+
+def _tensor_kind(return_tensors: Any) -> str | None:
+    if return_tensors is None:
+        return None
+    kind = str(getattr(return_tensors, "value", return_tensors)).lower()
+    if kind not in ("np", "pt", "tf", "jax"):
+        raise ConfigError(f"return_tensors={return_tensors!r} is unknown; use None, 'np', 'pt', 'tf' or 'jax'.")
+    return kind
+
+
+def _as_tensor(batch: np.ndarray, kind: str) -> Any:
+    if kind == "np":
+        return batch
+    if kind == "pt":
+        return require("torch", "torch", "return_tensors='pt'").from_numpy(batch)
+    if kind == "tf":
+        return require("tensorflow", "tf", "return_tensors='tf'").constant(batch)
+    return require("jax.numpy", "jax", "return_tensors='jax'").asarray(batch)
+
+
+def _read_json(path: str | os.PathLike) -> dict:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"{path} is not valid json ({err}); re-save it with save_pretrained.") from None
+
+
+# ---------------------------------------------------------------------- geometry
+def _resize_shape(height: int, width: int, size: dict) -> tuple[int, int]:
+    """Output (height, width) of transformers' resize: exact size, or shorter side -> s, longer int(s*long/short)."""
+    if "shortest_edge" not in size:
+        return size["height"], size["width"]
+    short_side = size["shortest_edge"]
+    if width <= height:
+        return int(short_side * height / width), short_side
+    return short_side, int(short_side * width / height)
+
+
+def _crop_offset(margin: int, rounding: str) -> int:
+    return margin // 2 if rounding == "floor" else int(round(margin / 2.0))
+
+
+def _crop_box(height: int, width: int, crop: dict, rounding: str) -> tuple[int, int, int, int]:
+    """(left, top, right, bottom) of the center crop in an image of (height, width); may exceed it."""
+    top = _crop_offset(height - crop["height"], rounding)
+    left = _crop_offset(width - crop["width"], rounding)
+    return left, top, left + crop["width"], top + crop["height"]
+
+
+def _fits(box: tuple[int, int, int, int], height: int, width: int) -> bool:
+    left, top, right, bottom = box
+    return left >= 0 and top >= 0 and right <= width and bottom <= height
+
+
+def _center_crop(array: np.ndarray, crop: dict, rounding: str) -> np.ndarray:
+    """transformers' center_crop on an (H, W[, C]) array: a view when it fits, zero padding (top/left ceil) if not."""
+    height, width = array.shape[:2]
+    left, top, right, bottom = _crop_box(height, width, crop, rounding)
+    if _fits((left, top, right, bottom), height, width):
+        return array[top:bottom, left:right]
+    new_h, new_w = max(crop["height"], height), max(crop["width"], width)
+    pad_top, pad_left = math.ceil((new_h - height) / 2), math.ceil((new_w - width) / 2)
+    padded = np.zeros((new_h, new_w) + array.shape[2:], dtype=array.dtype)
+    padded[pad_top:pad_top + height, pad_left:pad_left + width] = array
+    top, bottom, left, right = top + pad_top, bottom + pad_top, left + pad_left, right + pad_left
+    return padded[max(0, top):min(new_h, bottom), max(0, left):min(new_w, right)]
+
+
+def _resize_cropped(image: Image.Image, out_w: int, out_h: int, resample: int,
+                    box: tuple[int, int, int, int], fast: bool) -> Image.Image:
+    """The `box` crop of `image.resize((out_w, out_h), resample)`.
+
+    Exact mode resizes the whole image as transformers does, then crops. Fast mode resamples only the crop
+    region with Pillow's `box` argument: the same filter, but Pillow computes the sample positions from
+    float32 box coordinates, so a few values (about 0.01 % on photos) differ by one 8-bit level.
+    """
+    if not fast:
+        return image.resize((out_w, out_h), resample=resample).crop(box)
+    left, top, right, bottom = box
+    sx, sy = image.width / out_w, image.height / out_h
+    return image.resize((right - left, bottom - top), resample=resample,
+                        box=(left * sx, top * sy, right * sx, bottom * sy))
+
+
+# ---------------------------------------------------------------------- pixel values
+def _quantize_like_transformers(values: np.ndarray, name: str) -> np.ndarray:
+    """Float (H, W, 3) -> uint8 as transformers' to_pil_image: integer-valued 0..255 kept, [0, 1] times 255,
+    then truncated (not rounded)."""
+    if np.allclose(values, values.astype(int)):
+        if values.min() < 0 or values.max() > 255:
+            raise InputError(f"{name} has integer-valued floats outside [0, 255]; scale them to 0..255 or 0..1.")
+        return values.astype(np.uint8)
+    if values.min() < 0 or values.max() > 1:
+        raise InputError(f"{name} has float values in [{values.min():.4g}, {values.max():.4g}] that are neither in "
+                         "[0, 1] nor whole numbers 0..255; rescale them to [0, 1] or round them "
+                         "(array.round().astype('uint8')).")
+    return (values.astype(np.float64) * 255).astype(np.float32).astype(np.uint8)
+
+
+def _float_steps(values: np.ndarray, settings: dict) -> np.ndarray:
+    """transformers' rescale (float64 multiply, float32 result) then normalize ((x - mean) / std in x's float)."""
+    if settings["do_rescale"]:
+        values = (values.astype(np.float64) * settings["rescale_factor"]).astype(np.float32)
+    if settings["do_normalize"]:
+        if values.dtype.kind != "f":
+            values = values.astype(np.float32)
+        values = (values - np.array(settings["mean"], dtype=values.dtype)) / np.array(settings["std"],
+                                                                                       dtype=values.dtype)
+    return values
+
+
+@lru_cache(maxsize=64)
+def _lut(from_float: bool, do_rescale: bool, rescale_factor: float, do_normalize: bool,
+         mean: tuple | None, std: tuple | None) -> np.ndarray:
+    """(3, 256) table: the float32 output transformers computes for each 8-bit value, per channel."""
+    levels = np.repeat(np.arange(256, dtype=np.uint8)[:, None], 3, axis=1)  # (256, 3) "pixels"
+    values: np.ndarray = levels
+    if from_float:  # the Pillow round trip of a float image: back to [0, 1] as float32
+        values = (values.astype(np.float64) * (1 / 255)).astype(np.float32)
+    values = _float_steps(values, dict(do_rescale=do_rescale, rescale_factor=rescale_factor,
+                                       do_normalize=do_normalize, mean=mean, std=std))
+    return np.ascontiguousarray(values.T, dtype=np.float32)
+
+
+def _finish_8bit(array: np.ndarray, from_float: bool, settings: dict, layout: str) -> np.ndarray:
+    """8-bit (H, W, 3) or (H, W) pixels -> float32 output in `layout` through the per-channel table."""
+    if not (from_float or settings["do_rescale"] or settings["do_normalize"]):  # nothing to compute: uint8 out
+        rgb = array if array.ndim == 3 else np.repeat(array[:, :, None], 3, axis=2)
+        return np.ascontiguousarray(rgb.transpose(2, 0, 1) if layout == CHANNELS_FIRST else rgb)
+    table = _lut(from_float, settings["do_rescale"], settings["rescale_factor"], settings["do_normalize"],
+                 settings["mean"], settings["std"])
+    height, width = array.shape[:2]
+    if layout == CHANNELS_FIRST:
+        out = np.empty((3, height, width), dtype=np.float32)
+        for channel in range(3):
+            plane = array[:, :, channel] if array.ndim == 3 else array
+            np.take(table[channel], plane, out=out[channel], mode="clip")
+        return out
+    index = (array if array.ndim == 3 else array[:, :, None]).astype(np.intp) + np.array([0, 256, 512])
+    return np.take(table.reshape(-1), index, mode="clip")
+
+
+def _float_pipeline(values: np.ndarray, settings: dict, layout: str) -> np.ndarray:
+    out = _float_steps(values, settings)
+    return np.ascontiguousarray(out.transpose(2, 0, 1) if layout == CHANNELS_FIRST else out)
+
+
+__all__ = ["EfficientFormerImageProcessor", "BatchFeature", "PREPROCESSOR_NAME", "IMAGENET_DEFAULT_MEAN",
+           "IMAGENET_DEFAULT_STD"]

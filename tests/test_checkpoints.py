@@ -1,0 +1,209 @@
+"""Reading checkpoints of every layout: files, folders, hub ids, inference of the architecture, safety."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import pytest
+
+torch = pytest.importorskip("torch")
+safetensors_torch = pytest.importorskip("safetensors.torch")
+
+from efficientformer.checkpoints import expected_shapes, infer_config, load_checkpoint  # noqa: E402
+from efficientformer.config import EfficientFormerConfig  # noqa: E402
+from efficientformer.errors import CheckpointError  # noqa: E402
+
+TIMM_FILES = ("timm_model.safetensors", "timm_model.pth", "original_model.pth")
+
+
+def _same(a: dict, b: dict) -> bool:
+    return set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.fixture(scope="module")
+def timm_small(fixtures_dir):
+    return fixtures_dir / "timm-small"
+
+
+@pytest.mark.parametrize("filename", TIMM_FILES)
+def test_timm_and_original_files_give_the_architecture_and_the_same_tensors(timm_small, filename):
+    ckpt = load_checkpoint(timm_small / filename)
+    reference = load_checkpoint(timm_small / "timm_model.safetensors")
+    assert ckpt.format == ("original" if filename.startswith("original") else "timm")
+    cfg = ckpt.config
+    assert (cfg.depths, cfg.hidden_sizes, cfg.num_meta3d_blocks) == ([2, 2, 3, 3], [16, 32, 48, 64], 2)
+    assert (cfg.num_attention_heads, cfg.key_dim, cfg.attention_ratio, cfg.resolution) == (8, 32, 4, 7)
+    assert (cfg.mlp_expansion_ratio, cfg.num_labels, cfg.distillation) == (4, 10, True)
+    assert cfg.layer_norm_eps == 1e-5  # timm's LayerNorm, not transformers' 1e-12
+    assert ckpt.source.endswith(filename)
+    assert _same(ckpt.state_dict, reference.state_dict)
+    assert set(ckpt.state_dict) == set(expected_shapes(cfg))
+
+
+def test_timm_hub_folder_brings_label_names_and_preprocessing(timm_small):
+    pytest.importorskip("efficientformer.processing")
+    ckpt = load_checkpoint(timm_small / "hub")
+    assert ckpt.format == "timm" and ckpt.source.endswith("model.safetensors")
+    assert ckpt.config.id2label[0] == "T-shirt/top" and ckpt.config.id2label[9] == "Ankle boot"
+    assert ckpt.processor["image_mean"] == [0.5, 0.5, 0.5] and ckpt.processor["image_std"] == [0.25, 0.25, 0.25]
+    assert ckpt.processor["crop_size"] == {"height": 224, "width": 224}
+
+
+@pytest.mark.parametrize("name", ["hf-tiny", "hf-small"])
+def test_transformers_folder_uses_its_config_and_prefers_safetensors(fixtures_dir, name):
+    folder = fixtures_dir / name
+    ckpt = load_checkpoint(folder)
+    assert ckpt.format == "transformers" and ckpt.source.endswith("model.safetensors")
+    assert ckpt.config == EfficientFormerConfig.from_json_file(folder / "config.json")
+    assert ckpt.processor == json.loads((folder / "preprocessor_config.json").read_text())
+    pickled = load_checkpoint(folder / "pytorch_model.bin")
+    assert _same(pickled.state_dict, ckpt.state_dict)
+
+
+@pytest.mark.parametrize("name", ["hf-tiny", "hf-small", "hf-tiny-256"])
+def test_a_single_transformers_file_gets_its_architecture_from_the_shapes(fixtures_dir, name):
+    truth = EfficientFormerConfig.from_json_file(fixtures_dir / name / "config.json")
+    cfg = load_checkpoint(fixtures_dir / name / "model.safetensors").config
+    for field in ("depths", "hidden_sizes", "num_meta3d_blocks", "key_dim", "num_attention_heads",
+                  "attention_ratio", "resolution", "mlp_expansion_ratio", "num_labels", "image_size"):
+        assert getattr(cfg, field) == getattr(truth, field), field
+
+
+@pytest.mark.parametrize("variant", ["l1", "l3", "l7"])
+def test_full_size_architectures_are_inferred(fixtures_dir, variant):
+    shapes = json.loads((fixtures_dir / "architectures.json").read_text())[variant]["transformers"]
+    state = {k: torch.empty(s, device="meta") for k, s in shapes.items()}
+    preset = EfficientFormerConfig.from_preset(variant)
+    assert expected_shapes(preset) == {k: tuple(s) for k, s in shapes.items()}
+    cfg = infer_config(state)
+    for field in ("depths", "hidden_sizes", "num_meta3d_blocks", "key_dim", "num_attention_heads",
+                  "attention_ratio", "resolution", "mlp_expansion_ratio", "num_labels"):
+        assert getattr(cfg, field) == getattr(preset, field), field
+
+
+def test_hub_ids_load_offline_from_the_cache(fixtures_dir, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    hf = load_checkpoint("efficientformer-fixtures/hf-tiny", cache_dir=str(fixtures_dir / "hub"))
+    assert hf.format == "transformers" and hf.config.id2label == {0: "cat", 1: "coffee", 2: "rocket"}
+    timm_ckpt = load_checkpoint("efficientformer-fixtures/timm-small", cache_dir=str(fixtures_dir / "hub"),
+                                local_files_only=True)
+    assert timm_ckpt.format == "timm" and timm_ckpt.config.num_labels == 10
+    with pytest.raises(CheckpointError, match="offline"):
+        load_checkpoint("efficientformer-fixtures/absent", cache_dir=str(fixtures_dir / "hub"), local_files_only=True)
+
+
+def test_a_config_json_that_does_not_fit_the_weights_names_key_and_shapes(fixtures_dir, tmp_path):
+    shutil.copy(fixtures_dir / "hf-tiny" / "model.safetensors", tmp_path)
+    config = json.loads((fixtures_dir / "hf-tiny" / "config.json").read_text())
+    config["num_attention_heads"] = 4
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=r"attention_biases has shape \(2, 49\) but .* implies \(4, 49\)"):
+        load_checkpoint(tmp_path)
+
+
+def test_training_checkpoint_is_refused_unless_its_arguments_are_allowed(timm_small):
+    path = timm_small / "original_train_checkpoint.pth"
+    with pytest.raises(CheckpointError, match="original_train_checkpoint.pth.*argparse.Namespace.*allow_training_args"):
+        load_checkpoint(path)
+    ckpt = load_checkpoint(path, allow_training_args=True)
+    assert ckpt.format == "original"
+    assert _same(ckpt.state_dict, load_checkpoint(timm_small / "original_model.pth").state_dict)
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (os.getcwd, ())
+
+
+def test_pickles_with_other_objects_are_not_executed(tmp_path):
+    path = tmp_path / "evil.pth"
+    torch.save({"model": {"head.weight": torch.zeros(1)}, "x": _RunsCode()}, path)
+    with pytest.raises(CheckpointError, match=r"evil.pth contains a pickled Python object \(posix.getcwd\)"):
+        load_checkpoint(path)
+
+
+@pytest.mark.parametrize("filename", ["timm_model.safetensors", "original_model.pth"])
+def test_truncated_files_give_a_clear_error(timm_small, tmp_path, filename):
+    data = (timm_small / filename).read_bytes()
+    path = tmp_path / filename
+    path.write_bytes(data[: len(data) // 3])
+    with pytest.raises(CheckpointError, match=f"{filename}.*(truncated|corrupt)"):
+        load_checkpoint(path)
+
+
+def test_wrong_files_give_a_clear_error(tmp_path):
+    text = tmp_path / "notes.pth"
+    text.write_text("not a checkpoint")
+    with pytest.raises(CheckpointError, match="notes.pth"):
+        load_checkpoint(text)
+    other = tmp_path / "resnet.safetensors"
+    safetensors_torch.save_file({"fc.weight": torch.zeros(2, 2), "conv1.weight": torch.zeros(1)}, str(other))
+    with pytest.raises(CheckpointError, match="resnet.safetensors is not an EfficientFormer checkpoint"):
+        load_checkpoint(other)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "missing" / "model.pth")
+    with pytest.raises(CheckpointError, match="several weights files"):
+        load_checkpoint(tmp_path)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(CheckpointError, match="neither model.safetensors nor pytorch_model.bin"):
+        load_checkpoint(empty)
+
+
+def test_thousand_generic_labels_become_imagenet_names_and_wrappers_are_removed(fixtures_dir, tmp_path):
+    state = safetensors_torch.load_file(str(fixtures_dir / "hf-tiny" / "model.safetensors"))
+    for head in ("classifier", "distillation_classifier"):
+        state[f"{head}.weight"] = torch.zeros(1000, 32)
+        state[f"{head}.bias"] = torch.zeros(1000)
+    path = tmp_path / "ddp.pth"
+    torch.save({"epoch": 3, "state_dict": {f"module.{k}": v for k, v in state.items()}}, path)
+    ckpt = load_checkpoint(path)
+    assert ckpt.config.num_labels == 1000
+    assert ckpt.config.id2label[0].startswith("tench") and "efficientformer.layernorm.weight" in ckpt.state_dict
+
+
+@pytest.mark.parametrize("source", ["original_model.pth", "hub"])
+def test_timm_and_original_weights_give_timms_numbers(timm_small, source):
+    """Both ends of the mapping (the original release, timm's hub folder) reproduce timm's outputs; the other
+    files give tensor-identical checkpoints (tested above)."""
+    import numpy as np
+
+    mt = pytest.importorskip("efficientformer.modeling_torch")
+    expected = np.load(timm_small / "expected.npz")
+    model = mt.EfficientFormerForImageClassificationWithTeacher.from_pretrained(timm_small / source)
+    pixels = torch.from_numpy(expected["pixel_values"])
+    with torch.no_grad():
+        out = model(pixels)
+        features = model.efficientformer.forward_intermediates(pixels)
+        tokens = model.efficientformer.layernorm(features[3].flatten(2).transpose(1, 2))
+    got = {"logits": out.logits, "head_logits": out.cls_logits, "head_dist_logits": out.distillation_logits,
+           "last_hidden_state": tokens, **{f"features.{i}": f for i, f in enumerate(features)}}
+    for name, value in got.items():
+        np.testing.assert_allclose(value.numpy(), expected[name], atol=1e-5, rtol=0, err_msg=name)
+
+
+def test_buffers_missing_from_a_file_are_rebuilt(timm_small, tmp_path):
+    full = safetensors_torch.load_file(str(timm_small / "timm_model.safetensors"))
+    stripped = {k: v for k, v in full.items() if not k.endswith(("attention_bias_idxs", "num_batches_tracked"))}
+    safetensors_torch.save_file(stripped, str(tmp_path / "no_buffers.safetensors"))
+    rebuilt = load_checkpoint(tmp_path / "no_buffers.safetensors").state_dict
+    reference = load_checkpoint(timm_small / "timm_model.safetensors").state_dict
+    assert set(rebuilt) == set(reference)
+    idxs = [k for k in reference if k.endswith("attention_bias_idxs")]
+    assert idxs and all(torch.equal(rebuilt[k], reference[k]) for k in idxs)
+
+
+@pytest.mark.parametrize("path", ["hf-tiny/model.safetensors", "hf-small/pytorch_model.bin", "hf-tiny-256"])
+def test_transformers_files_give_transformers_numbers(fixtures_dir, path):
+    """A lone weights file (architecture read from the shapes) and a folder give transformers' outputs."""
+    import numpy as np
+
+    mt = pytest.importorskip("efficientformer.modeling_torch")
+    expected = np.load(fixtures_dir / path.split("/")[0] / "expected.npz")
+    model = mt.EfficientFormerForImageClassificationWithTeacher.from_pretrained(fixtures_dir / path)
+    with torch.no_grad():
+        out = model(torch.from_numpy(expected["pixel_values"]))
+    for name in ("logits", "cls_logits", "distillation_logits"):
+        np.testing.assert_allclose(getattr(out, name).numpy(), expected[f"teacher.{name}"], atol=1e-5, rtol=0)

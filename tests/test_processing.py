@@ -1,0 +1,191 @@
+"""EfficientFormerImageProcessor: transformers 4.57 parity, inputs, outputs, config files, timm, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from efficientformer import EfficientFormerImageProcessor, InputError
+from efficientformer.errors import CheckpointError, ConfigError
+
+FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
+_EXPECTED = FIXTURES / "processor_expected.npz"
+KEYS = sorted(np.load(_EXPECTED).files) if _EXPECTED.is_file() else []
+HUB = dict(size={"shortest_edge": 256}, resample=3, crop_size={"height": 224, "width": 224})
+
+
+@pytest.fixture(scope="module")
+def golden(fixtures_dir):
+    return np.load(fixtures_dir / "processor_expected.npz"), json.loads(
+        (fixtures_dir / "processor_cases.json").read_text())
+
+
+def rgb(fixtures_dir, name):
+    return np.asarray(Image.open(fixtures_dir / "images" / name).convert("RGB"))
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_matches_transformers(golden, fixtures_dir, key):
+    """Every golden of transformers 4.57.6 (settings, photos, input kinds, the batch) within 1e-5."""
+    expected, cases = golden
+    case, image = key.split("/")
+    processor = EfficientFormerImageProcessor.from_dict(cases["hub" if case.startswith("hub_") else case])
+    if case == "hub_batch":
+        paths = [fixtures_dir / "images" / name for name in image.split("+")]
+        out = processor(paths, return_tensors="np")["pixel_values"]
+    elif case == "hub_numpy_hwc_uint8":
+        out = processor(rgb(fixtures_dir, image), return_tensors="np")["pixel_values"][0]
+    elif case == "hub_numpy_chw_float_norescale":
+        chw = (rgb(fixtures_dir, image).astype(np.float32) / 255).transpose(2, 0, 1)
+        out = processor(chw, do_rescale=False, return_tensors="np")["pixel_values"][0]
+    else:
+        out = processor(fixtures_dir / "images" / image, return_tensors="np")["pixel_values"][0]
+    assert out.shape == expected[key].shape and out.dtype == np.float32
+    np.testing.assert_allclose(out, expected[key], atol=1e-5, rtol=0)
+
+
+def test_to_dict_is_transformers_dict(golden):
+    _, cases = golden
+    for settings in cases.values():
+        assert EfficientFormerImageProcessor.from_dict(settings).to_dict() == settings
+
+
+def test_array_and_tensor_inputs_agree(fixtures_dir):
+    processor = EfficientFormerImageProcessor(**HUB)
+    hwc = rgb(fixtures_dir, "chelsea.png")
+    reference = processor(Image.fromarray(hwc), return_tensors="np")["pixel_values"]
+    chw = np.ascontiguousarray(hwc.transpose(2, 0, 1))
+    for value, layout in [(hwc, None), (chw, None), (chw, "channels_first"), (hwc, "channels_last")]:
+        out = processor(value, input_data_format=layout, return_tensors="np")["pixel_values"]
+        np.testing.assert_array_equal(out, reference)
+    batch = processor(np.stack([hwc, hwc]), return_tensors="np")["pixel_values"]  # 4-D NHWC batch
+    assert batch.shape == (2, 3, 224, 224)
+    np.testing.assert_array_equal(batch[1], reference[0])
+    torch = pytest.importorskip("torch")
+    tensor_out = processor(torch.from_numpy(chw), return_tensors="pt")
+    assert isinstance(tensor_out.pixel_values, torch.Tensor)
+    np.testing.assert_array_equal(tensor_out.pixel_values.numpy(), reference)
+    half = processor(torch.from_numpy(chw)[None].float(), return_tensors="pt").to(torch.float16)
+    assert half.pixel_values.dtype == torch.float16 and half.pixel_values.shape == (1, 3, 224, 224)
+
+
+def test_grayscale_rgba_and_16bit_arrays_become_rgb(fixtures_dir):
+    processor = EfficientFormerImageProcessor(**HUB)
+    gray = np.asarray(Image.open(fixtures_dir / "images" / "camera.png"))
+    expected = processor(np.repeat(gray[:, :, None], 3, axis=2), return_tensors="np")["pixel_values"]
+    for value in (gray, gray[:, :, None], (gray.astype(np.uint16) * 257)):
+        np.testing.assert_array_equal(processor(value, return_tensors="np")["pixel_values"], expected)
+    rgba = np.dstack([np.repeat(gray[:, :, None], 3, axis=2), np.full_like(gray, 7)])
+    np.testing.assert_array_equal(processor(rgba, return_tensors="np")["pixel_values"], expected)
+
+
+def test_output_forms(fixtures_dir):
+    processor = EfficientFormerImageProcessor(**HUB)
+    image = fixtures_dir / "images" / "coffee.png"
+    listed = processor([image, image])["pixel_values"]  # return_tensors=None: a list, as transformers
+    assert isinstance(listed, list) and len(listed) == 2 and listed[0].shape == (3, 224, 224)
+    first = processor(image, return_tensors="np")
+    last = processor(image, return_tensors="np", data_format="channels_last")
+    assert last.pixel_values.shape == (1, 224, 224, 3)
+    np.testing.assert_array_equal(last.pixel_values, first.pixel_values.transpose(0, 2, 3, 1))
+    assert first.pixel_values is first["pixel_values"] and list(first) == ["pixel_values"]
+    fast = processor(image, return_tensors="np", fast_resize=True).pixel_values
+    assert np.abs(fast - first.pixel_values).max() < 2e-2  # the documented bound of the faster path
+
+
+def test_save_and_load_round_trip(tmp_path, fixtures_dir):
+    tiny = fixtures_dir / "hf-tiny"
+    loaded = EfficientFormerImageProcessor.from_pretrained(tiny)
+    assert loaded.size == {"shortest_edge": 256} and loaded.resample == 3 and loaded.crop_size["height"] == 224
+    assert loaded.to_json_string() == (tiny / "preprocessor_config.json").read_text()  # byte-identical json
+    assert EfficientFormerImageProcessor.from_pretrained(tiny / "preprocessor_config.json") == loaded
+    newer = {**loaded.to_dict(), "future_key": {"kept": True}}  # unknown keys of a config survive a round trip
+    custom = EfficientFormerImageProcessor.from_dict(newer, crop_size=200, image_mean=[0.5] * 3)
+    custom.save_pretrained(tmp_path / "saved")
+    again = EfficientFormerImageProcessor.from_pretrained(tmp_path / "saved")
+    assert again == custom and again.crop_size == {"height": 200, "width": 200} and again.future_key == {"kept": True}
+    data = json.loads((tmp_path / "saved" / "preprocessor_config.json").read_text())
+    assert data["image_processor_type"] == "EfficientFormerImageProcessor" and "_processor_class" not in data
+    with pytest.raises(ConfigError, match="unknown processor option"):
+        EfficientFormerImageProcessor.from_pretrained(tiny, crop_sise=200)
+
+
+def test_load_by_hub_id_offline(fixtures_dir, monkeypatch):
+    pytest.importorskip("huggingface_hub")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    processor = EfficientFormerImageProcessor.from_pretrained(
+        "efficientformer-fixtures/hf-tiny", cache_dir=str(fixtures_dir / "hub"), local_files_only=True)
+    assert processor == EfficientFormerImageProcessor.from_pretrained(fixtures_dir / "hf-tiny")
+
+
+def test_timm_transform_parity(fixtures_dir):
+    data = np.load(fixtures_dir / "timm-small" / "expected.npz")
+    processor = EfficientFormerImageProcessor.from_timm_config(json.loads(str(data["timm_data_config"])))
+    assert processor.size == {"shortest_edge": 248} and processor.resample == 2  # floor(224 / 0.9), bilinear
+    for key in (k for k in data.files if k.startswith("timm_transform/")):
+        out = processor(fixtures_dir / "images" / key.split("/")[1], return_tensors="np")["pixel_values"][0]
+        np.testing.assert_allclose(out, data[key], atol=1e-5, rtol=0)
+    assert EfficientFormerImageProcessor.from_pretrained(fixtures_dir / "timm-small" / "hub") == processor
+
+
+def test_crop_rounding_follows_torchvision_when_asked():
+    image = np.zeros((10, 15, 3), np.uint8)
+    image[:, 3] = 255  # a bright column that a crop starting at x=3 keeps and one at x=4 loses
+    kwargs = dict(do_resize=False, crop_size={"height": 10, "width": 8}, do_normalize=False, return_tensors="np")
+    processor = EfficientFormerImageProcessor()
+    floor = processor(image, **kwargs)["pixel_values"][0]  # margin 7: transformers starts at 3
+    rounded = processor(image, crop_rounding="round", **kwargs)["pixel_values"][0]  # round(3.5) = 4
+    assert floor[:, :, 0].max() == 1.0 and rounded.max() == 0.0
+
+
+@pytest.mark.parametrize("name, message", [("truncated.jpg", "truncated or corrupt"),
+                                           ("not_an_image.jpg", "not an image file"),
+                                           ("missing.jpg", "does not exist")])
+def test_bad_files_raise_one_clear_error(fixtures_dir, name, message):
+    with pytest.raises(InputError, match=message) as info:
+        EfficientFormerImageProcessor()(fixtures_dir / "images" / name)
+    assert name in str(info.value)
+
+
+@pytest.mark.parametrize("images, message", [
+    ([], "empty list"),
+    (np.zeros((32, 32, 5), np.uint8), "no axis of 1, 3 or 4"),
+    (np.zeros((2, 32, 32, 2), np.uint8), "no axis of 1, 3 or 4"),
+    (np.zeros((2, 8, 32, 32), np.uint8), "no axis of 1, 3 or 4"),
+    (np.zeros((4, 4, 4, 4, 3), np.uint8), "5 dimensions"),
+    (np.full((32, 32, 3), 2.5, np.float32), "float values"),
+    (np.full((32, 32, 3), 300, np.int32), "values in"),
+    ([[Image.new("RGB", (8, 8))]], "nested list"),
+    ("https://example.com/cat.jpg", "URL"),
+    (42, "pass a file path"),
+])
+def test_bad_inputs_raise_input_error(images, message):
+    with pytest.raises(InputError, match=message):
+        EfficientFormerImageProcessor()(images)
+
+
+def test_wrong_channel_count_with_explicit_layout():
+    with pytest.raises(InputError, match="has 5 channels"):
+        EfficientFormerImageProcessor()(np.zeros((32, 32, 5), np.uint8), input_data_format="channels_last")
+    with pytest.raises(InputError, match="has 2 channels"):
+        EfficientFormerImageProcessor()(np.zeros((2, 32, 32), np.uint8), input_data_format="channels_first")
+
+
+def test_bad_settings_and_ragged_batches():
+    with pytest.raises(ConfigError, match="size"):
+        EfficientFormerImageProcessor(size={"longest_edge": 3})
+    with pytest.raises(ConfigError, match="resample"):
+        EfficientFormerImageProcessor(resample=9)
+    with pytest.raises(ConfigError, match="image_mean"):
+        EfficientFormerImageProcessor(image_mean=[0.5, 0.5])(Image.new("RGB", (8, 8)))
+    processor = EfficientFormerImageProcessor(size={"shortest_edge": 32}, do_center_crop=False)
+    images = [Image.new("RGB", (64, 32)), Image.new("RGB", (32, 64))]
+    assert [a.shape for a in processor(images)["pixel_values"]] == [(3, 32, 64), (3, 64, 32)]
+    with pytest.raises(InputError, match="different sizes"):
+        processor(images, return_tensors="np")
+    with pytest.raises(CheckpointError):
+        EfficientFormerImageProcessor.from_pretrained(FIXTURES / "images")
