@@ -8,7 +8,7 @@ PYTHON=${PYTHON:-python3}
 PY=.venv/bin/python
 "$PY" -m pip install -q --upgrade pip
 "$PY" -m pip install -q torch==2.13.0                      # the CPU build; nothing below may replace it
-"$PY" -m pip install -q -e '.[torch,tf-cpu,export,train,docs,dev]' jax
+"$PY" -m pip install -q -e '.[torch,tf-cpu,jax,export,train,docs,dev]'
 if [ -x ../shared/tools/install-timm.sh ]; then bash ../shared/tools/install-timm.sh "$PY"; fi
 "$PY" -c "import torch; assert torch.__version__.startswith('2.13.0'), torch.__version__"
 "$PY" -m pytest -q -n 2 tests

@@ -8,15 +8,26 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, Iterator
 
 
 class ModelOutput(OrderedDict):
+    """Base of the outputs. Also built from one mapping or iterable of (name, value) pairs, which is how
+    `tf.function`, `tf.nest` and pytree utilities rebuild a container they took apart."""
+
     def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
+        names = [f.name for f in fields(self)]
+        first = getattr(self, names[0])
+        if _is_pairs(first) and all(getattr(self, name) is None for name in names[1:]):
+            pairs = dict(first)
+            if not set(pairs) <= set(names):
+                raise TypeError(f"{type(self).__name__} has no field(s) {sorted(set(pairs) - set(names))}.")
+            for name in names:
+                object.__setattr__(self, name, pairs.get(name))
+        for name in names:
+            value = getattr(self, name)
             if value is not None:
-                super().__setitem__(f.name, value)
+                super().__setitem__(name, value)
 
     def __getitem__(self, key: str | int | slice) -> Any:
         if isinstance(key, str):
@@ -37,6 +48,12 @@ class ModelOutput(OrderedDict):
 
     def to_tuple(self) -> tuple[Any, ...]:
         return tuple(self[k] for k in self.keys())
+
+
+def _is_pairs(value: Any) -> bool:
+    if isinstance(value, dict):
+        return True
+    return isinstance(value, (list, Iterator)) and not hasattr(value, "shape")
 
 
 @dataclass(eq=False)
