@@ -5,6 +5,7 @@ cannot be read as images are reported on stderr and skipped; the exit code is 1 
 otherwise. Results are printed batch by batch, so a failure later on loses nothing already printed.
 
 examples:
+  efficientformer predict                      # the bundled Fashion-MNIST model on the bundled sample images
   efficientformer predict cat.jpg --model snap-research/efficientformer-l1-300
   efficientformer predict photos/ "more/*.png" --model efficientformer_l1_300d.pth --top-k 3
   efficientformer predict photos/ --model my-finetuned-folder --format csv > predictions.csv
@@ -26,7 +27,9 @@ PROGRESS_MIN_IMAGES = 64  # below this, no progress bar
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("inputs", nargs="+", metavar="IMAGE", help="image files, folders or glob patterns")
+    parser.add_argument("inputs", nargs="*", metavar="IMAGE",
+                        help="image files, folders or glob patterns (default: the sample images bundled with the "
+                             "package, Fashion-MNIST test images for the bundled model)")
     parser.add_argument("--model", "-m", default=None,
                         help="checkpoint: folder, hub id or weights file in the transformers, timm or original "
                              "layout (default: the model bundled with the package)")
@@ -42,6 +45,13 @@ def default_model_path() -> str:
     from importlib import resources
 
     return str(resources.files("efficientformer").joinpath("data", "default-model"))
+
+
+def sample_images_path() -> str:
+    """The folder of sample images bundled with the package."""
+    from importlib import resources
+
+    return str(resources.files("efficientformer").joinpath("data", "sample-images"))
 
 
 def expand_inputs(inputs: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
@@ -127,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
         if not os.path.isdir(model):
             raise CheckpointError("no default model is bundled with this installation yet; pass --model with a "
                                   "folder, hub id or weights file, e.g. --model snap-research/efficientformer-l1-300.")
-    paths, missing = expand_inputs(args.inputs)
+    paths, missing = expand_inputs(args.inputs or [sample_images_path()])
     failed = 0
     for item, reason in missing:
         print(f"efficientformer predict: skipped {item}: {reason}", file=sys.stderr)

@@ -1,17 +1,144 @@
-"""Not built yet."""
+"""Train or fine-tune an EfficientFormer classifier, optionally distilling from a teacher.
+
+DATA is an image folder (one sub-folder per class; DATA/train + DATA/val are used as splits when present),
+a CSV of path,label rows, a folder of MNIST-style IDX files (e.g. Fashion-MNIST), or hf:NAME for a
+Hugging Face dataset (pip install datasets). The trained model goes to OUTPUT/model (config.json,
+model.safetensors, preprocessor_config.json), ready for `efficientformer predict --model OUTPUT/model`.
+OUTPUT also gets last.pt (the resumable state), metrics.jsonl, epochs.csv, curves.png and confusion.png.
+
+examples:
+  efficientformer train flowers/ --model l1 --image-size 128 --epochs 20 --output runs/flowers
+  efficientformer train flowers/ --model snap-research/efficientformer-l1-300 --lr 2e-4 --epochs 5
+  efficientformer train images.csv --val-split 0.1 --teacher my-l7-folder --distillation hard
+  efficientformer train /usr/share/datasets/fashion-mnist --image-size 64 --epochs 30 --precision bf16
+  efficientformer train flowers/ --output runs/flowers --resume auto        # continue after a stop
+  torchrun --nproc-per-node 4 -m efficientformer train flowers/ --batch-size 64   # 4 GPUs (DDP)
+"""
 
 from __future__ import annotations
 
 import argparse
 
-HELP = "(not available yet)"
+HELP = "train or fine-tune a classifier (distillation, mixed precision, DDP, resume)"
+
+
+def _floats(text: str) -> list[float]:
+    return [float(v) for v in text.replace(",", " ").split()]
+
+
+def _ints(text: str) -> list[int]:
+    return [int(v) for v in text.replace(",", " ").split()]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    del parser
+    parser.add_argument("data", metavar="DATA", help="image folder, CSV file, IDX folder or hf:NAME[:CONFIG]")
+    parser.add_argument("--output", "-o", default="runs/train", help="output folder (default: runs/train)")
+    parser.add_argument("--resume", default=None, metavar="auto|PATH",
+                        help="continue from OUTPUT/last.pt ('auto') or a checkpoint file")
+
+    g = parser.add_argument_group("model")
+    g.add_argument("--model", "-m", default="l1",
+                   help="preset (l1, l3, l7: new weights) or pretrained folder / hub id / weights file "
+                        "(heads re-initialized for the new classes) (default: l1)")
+    g.add_argument("--config", default=None, help="a config.json to build a new model from")
+    g.add_argument("--depths", type=_ints, default=None, help="new model: blocks per stage, e.g. '2,2,4,3'")
+    g.add_argument("--hidden-sizes", type=_ints, default=None, help="new model: widths, e.g. '32,64,128,192'")
+    g.add_argument("--num-meta3d-blocks", type=int, default=None, help="new model: attention blocks at the end")
+    g.add_argument("--num-attention-heads", type=int, default=None, help="new model: heads per attention block")
+    g.add_argument("--key-dim", type=int, default=None, help="new model: query/key size per head")
+    g.add_argument("--no-distillation-head", action="store_true",
+                   help="one head (EfficientFormerForImageClassification) instead of class + distillation heads")
+    g.add_argument("--drop-path-rate", type=float, default=None, help="stochastic depth of the last block")
+
+    g = parser.add_argument_group("data")
+    g.add_argument("--val-data", default=None, help="validation source (default: DATA's own split, if any)")
+    g.add_argument("--val-split", type=float, default=0.0, help="hold out this share of DATA for validation")
+    g.add_argument("--image-size", type=int, default=224, help="training input side (default: 224)")
+    g.add_argument("--resample", type=int, default=2, help="Pillow resize filter (2 bilinear, 3 bicubic)")
+    g.add_argument("--mean", type=_floats, default=None, help="normalization mean, 1 or 3 values (ImageNet's)")
+    g.add_argument("--std", type=_floats, default=None, help="normalization std, 1 or 3 values (ImageNet's)")
+    g.add_argument("--cache-images", action="store_true", help="decode all image files into memory once")
+    g.add_argument("--workers", type=int, default=4, help="image-decoding processes (default: 4)")
+
+    g = parser.add_argument_group("optimization")
+    g.add_argument("--epochs", type=int, default=10)
+    g.add_argument("--batch-size", "-b", type=int, default=128, help="per process (default: 128)")
+    g.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default: 1e-3)")
+    g.add_argument("--min-lr", type=float, default=1e-5, help="learning rate at the end of the cosine")
+    g.add_argument("--warmup-epochs", type=float, default=1.0)
+    g.add_argument("--weight-decay", type=float, default=0.05)
+    g.add_argument("--clip-grad", type=float, default=None, help="clip the gradient norm to this value")
+    g.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
+                   help="autocast precision (fp16 adds a gradient scaler) (default: fp32)")
+    g.add_argument("--ema-decay", type=float, default=0.0, help="EMA of the weights, e.g. 0.9998 (0: off); "
+                   "the exported model is the EMA when on")
+
+    g = parser.add_argument_group("augmentation")
+    g.add_argument("--crop-scale", type=_floats, default=[0.08, 1.0],
+                   help="random resized crop area range, e.g. '0.5,1' ('0' turns the crop off)")
+    g.add_argument("--hflip", type=float, default=0.5, help="horizontal flip probability")
+    g.add_argument("--vflip", type=float, default=0.0, help="vertical flip probability")
+    g.add_argument("--randaugment", type=int, default=0, metavar="N", help="RandAugment operations per image")
+    g.add_argument("--randaugment-magnitude", type=float, default=9.0, metavar="M", help="0..10 (default: 9)")
+    g.add_argument("--random-erase", type=float, default=0.0, help="random erasing probability")
+    g.add_argument("--label-smoothing", type=float, default=0.1)
+    g.add_argument("--mixup", type=float, default=0.0, help="mixup alpha (0: off)")
+    g.add_argument("--cutmix", type=float, default=0.0, help="cutmix alpha (0: off)")
+    g.add_argument("--mix-prob", type=float, default=1.0, help="probability of mixing a batch")
+
+    g = parser.add_argument_group("distillation")
+    g.add_argument("--teacher", default=None,
+                   help="teacher: our model (folder, hub id, weights file, or l1/l3/l7 released weights), or "
+                        "timm:NAME (pretrained) / timm:NAME=PATH")
+    g.add_argument("--distillation", choices=("hard", "soft"), default="hard")
+    g.add_argument("--distill-alpha", type=float, default=0.5, help="weight of the teacher term (default: 0.5)")
+    g.add_argument("--distill-tau", type=float, default=1.0, help="temperature of soft distillation")
+
+    g = parser.add_argument_group("run")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ... (torchrun sets one per process)")
+    g.add_argument("--save-every", type=int, default=0, metavar="STEPS",
+                   help="also checkpoint every STEPS steps (always after each epoch)")
+    g.add_argument("--log-every", type=int, default=50, metavar="STEPS")
+    g.add_argument("--eval-every", type=int, default=1, metavar="EPOCHS")
+    g.add_argument("--stop-after-steps", type=int, default=None, metavar="STEPS",
+                   help="stop after this many steps in total (resumable with --resume auto)")
+    g.add_argument("--compile", action="store_true", help="torch.compile the model")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def config_from_args(args: argparse.Namespace):
+    """The `TrainConfig` these command-line arguments describe."""
+    from ..training.trainer import TrainConfig
+
+    crop = None if args.crop_scale in ([0.0], [0], []) else tuple(args.crop_scale)
+    arch = {"depths": args.depths, "hidden_sizes": args.hidden_sizes, "num_meta3d_blocks": args.num_meta3d_blocks,
+            "num_attention_heads": args.num_attention_heads, "key_dim": args.key_dim}
+    return TrainConfig(
+        data=args.data, val_data=args.val_data, val_split=args.val_split, image_size=args.image_size,
+        resample=args.resample, mean=args.mean, std=args.std, cache_images=args.cache_images, workers=args.workers,
+        model=args.model, config=args.config, arch={k: v for k, v in arch.items() if v is not None},
+        distillation_head=not args.no_distillation_head, drop_path_rate=args.drop_path_rate,
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, min_lr=args.min_lr,
+        warmup_epochs=args.warmup_epochs, weight_decay=args.weight_decay, clip_grad=args.clip_grad,
+        precision=args.precision, ema_decay=args.ema_decay, crop_scale=crop, hflip=args.hflip, vflip=args.vflip,
+        randaugment_ops=args.randaugment, randaugment_magnitude=args.randaugment_magnitude,
+        random_erase=args.random_erase, label_smoothing=args.label_smoothing, mixup=args.mixup, cutmix=args.cutmix,
+        mix_prob=args.mix_prob, teacher=args.teacher, distillation=args.distillation,
+        distill_alpha=args.distill_alpha, distill_tau=args.distill_tau, output_dir=args.output, resume=args.resume,
+        seed=args.seed, device=args.device, save_every_steps=args.save_every, log_every=args.log_every,
+        eval_every=args.eval_every, progress=not args.no_progress, compile=args.compile,
+        stop_after_steps=args.stop_after_steps)
 
 
 def run(args: argparse.Namespace) -> int:
-    del args
-    print("this command is not available yet")
-    return 1
+    from ..training.trainer import train
+
+    result = train(config_from_args(args))
+    if result.stopped_early:
+        print(f"stopped after step {result.global_step}; continue with --resume auto --output {result.output_dir}")
+        return 0
+    print(f"model saved to {result.model_dir} ({result.seconds:.0f} s, {result.global_step} steps)")
+    if result.val:
+        print("validation: " + ", ".join(f"{k} {v}" for k, v in result.val.items()))
+    return 0

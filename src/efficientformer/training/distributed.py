@@ -1,0 +1,83 @@
+"""Several processes, GPUs or machines through `torchrun` and DistributedDataParallel.
+
+`torchrun --nproc-per-node N -m efficientformer train ...` sets RANK, WORLD_SIZE and LOCAL_RANK; the
+trainer then joins the process group (NCCL on GPUs, gloo on CPUs), wraps the model in DDP, gives each
+process its own slice of every global batch, and only rank 0 writes logs, checkpoints and the model.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass
+class DistContext:
+    """Where this process runs: its rank among `world_size` processes and its device."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def pick_device(name: str = "auto", local_rank: int = 0) -> torch.device:
+    """"auto" -> this process's CUDA device when there is one, else the CPU; otherwise `torch.device(name)`."""
+    if name == "auto":
+        return torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", local_rank)
+    return device
+
+
+def init_distributed(device: str = "auto") -> DistContext:
+    """Join the process group when started by torchrun (WORLD_SIZE > 1); a plain run gets rank 0 of 1."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    dev = pick_device(device, local)
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if dev.type == "cuda" else "gloo"
+        if dev.type == "cuda":
+            torch.cuda.set_device(dev)
+        dist.init_process_group(backend=backend, rank=rank, world_size=world)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    return DistContext(rank, world, local, dev)
+
+
+def all_reduce_sum(tensor: torch.Tensor, ctx: DistContext) -> torch.Tensor:
+    """Sum `tensor` over all processes in place (no-op for one process)."""
+    if ctx.distributed:
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def broadcast_buffers(module: torch.nn.Module, ctx: DistContext) -> None:
+    """Copy rank 0's buffers (BatchNorm statistics) to every process, so all hold the same model."""
+    if ctx.distributed:
+        for buffer in module.buffers():
+            dist.broadcast(buffer.data, src=0)
+
+
+def barrier(ctx: DistContext) -> None:
+    if ctx.distributed:
+        dist.barrier()
+
+
+def cleanup(ctx: DistContext) -> None:
+    """Leave the process group if this run joined one."""
+    if ctx.distributed and dist.is_initialized():
+        dist.destroy_process_group()

@@ -1,0 +1,37 @@
+"""The bundled Fashion-MNIST model: small, and `efficientformer predict` with no --model names the samples right."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+
+DATA = Path(__file__).resolve().parents[1] / "src" / "efficientformer" / "data"
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+def test_bundled_model_is_small_and_complete():
+    folder = DATA / "default-model"
+    assert {p.name for p in folder.iterdir()} >= {"config.json", "model.safetensors", "preprocessor_config.json"}
+    assert sum(p.stat().st_size for p in folder.iterdir()) < 5_000_000
+    config = json.loads((folder / "config.json").read_text())
+    assert config["id2label"]["9"] == "Ankle boot" and len(config["id2label"]) == 10
+
+
+def test_predict_without_model_names_every_sample_image(capsys):
+    from efficientformer.cli import main
+
+    samples = sorted((DATA / "sample-images").glob("*.png"))
+    assert len(samples) == 10
+    code = main(["predict", str(DATA / "sample-images"), "--top-k", "1", "--format", "json", "--device", "cpu"])
+    assert code == 0
+    records = json.loads(capsys.readouterr().out)
+    predicted = {Path(r["image"]).stem: _slug(r["predictions"][0]["label"]) for r in records}
+    assert predicted == {p.stem: p.stem for p in samples}  # each file is named by its true class
