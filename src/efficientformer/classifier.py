@@ -67,12 +67,13 @@ class ImageClassifier:
         return dict(self.config.id2label)
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | os.PathLike, device: str | None = None,
+    def from_pretrained(cls, name_or_path: str | os.PathLike | None = None, device: str | None = None,
                         **hub_kwargs: Any) -> "ImageClassifier":
         """Load a classifier from any checkpoint `efficientformer.checkpoints.load_checkpoint` reads.
 
         Args:
-            name_or_path: folder, hub id or weights file (transformers, timm or original layout).
+            name_or_path: folder, hub id or weights file (transformers, timm or original layout); None
+                loads the model bundled with the package (Fashion-MNIST, see `efficientformer.bundled`).
             device: `"cpu"`, `"cuda"`, ...; None picks CUDA when available.
             **hub_kwargs: revision, cache_dir, local_files_only, token, allow_training_args.
 
@@ -80,6 +81,10 @@ class ImageClassifier:
             CheckpointError: unreadable checkpoint, or one without a classification head.
         """
         torch = require("torch", "torch", "ImageClassifier")
+        if name_or_path is None:
+            from .bundled import default_model_path
+
+            name_or_path = default_model_path()
         from . import modeling_torch as mt
         from .checkpoints import load_checkpoint
         from .errors import CheckpointError

@@ -191,6 +191,8 @@ class EfficientFormerConfig:
 
     # ----------------------------------------------------------------------------- (de)serialization
     def to_dict(self) -> dict[str, Any]:
+        """Every field as transformers writes `config.json`: `id2label` keys as strings, `label2id`,
+        `hidden_size`, `model_type`, and unknown keys kept as they were read."""
         out: dict[str, Any] = dict(self.extra)
         out.update({name: copy.deepcopy(getattr(self, name)) for name in _DEFAULTS})
         out["hidden_size"] = self.hidden_size
@@ -202,10 +204,17 @@ class EfficientFormerConfig:
         return dict(sorted(out.items()))
 
     def to_json_string(self) -> str:
+        """The `config.json` text (sorted keys, two-space indent)."""
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], **overrides: Any) -> "EfficientFormerConfig":
+        """Build from a `config.json` mapping; `overrides` win, and a new `num_labels` or `id2label`
+        replaces the stored label names.
+
+        Raises:
+            ConfigError: another model type, or inconsistent values.
+        """
         data = dict(data)
         model_type = data.get("model_type", MODEL_TYPE)
         if model_type != MODEL_TYPE:
@@ -219,6 +228,7 @@ class EfficientFormerConfig:
 
     @classmethod
     def from_json_file(cls, path: str | os.PathLike) -> "EfficientFormerConfig":
+        """Read one `config.json` file."""
         try:
             with open(path, encoding="utf-8") as handle:
                 data = json.load(handle)
@@ -238,6 +248,7 @@ class EfficientFormerConfig:
         return cls.from_dict(data, **kwargs)
 
     def save_pretrained(self, folder: str | os.PathLike) -> str:
+        """Write `folder/config.json` (the folder is created) and return its path."""
         os.makedirs(folder, exist_ok=True)
         path = os.path.join(folder, CONFIG_NAME)
         with open(path, "w", encoding="utf-8") as handle:
@@ -245,6 +256,7 @@ class EfficientFormerConfig:
         return path
 
     def copy(self, **overrides: Any) -> "EfficientFormerConfig":
+        """An independent copy with some fields changed, e.g. `config.copy(num_labels=10)`."""
         return type(self).from_dict(self.to_dict(), **overrides)
 
     def __eq__(self, other: object) -> bool:

@@ -25,6 +25,6 @@ def require(module: str, extra: str, purpose: str):
         return importlib.import_module(module)
     except ImportError as err:
         raise MissingDependencyError(
-            f"{purpose} needs {module.split('.')[0]!r}, which is not installed: "
-            f"pip install 'efficientformer[{extra}]'  ({err})"
+            f"{purpose}: {module.split('.')[0]!r} is not installed; install it with "
+            f"pip install 'efficientformer[{extra}]'  ({err})."
         ) from None

@@ -328,6 +328,8 @@ class EfficientFormerPreTrainedModel(nn.Module):
             nn.init.zeros_(module.bias)
 
     def post_init(self) -> None:
+        """Initialize every weight: normal(0, `initializer_range`) for convolutions and linear layers, zero
+        biases, unit LayerNorms; layer scales start at `layer_scale_init_value`, attention biases at 0."""
         self.apply(self._init_weights)
 
     @property
@@ -339,6 +341,7 @@ class EfficientFormerPreTrainedModel(nn.Module):
         return next(self.parameters()).dtype
 
     def num_parameters(self, trainable_only: bool = False) -> int:
+        """Number of parameters (buffers excluded); L1 with both 1000-class heads has 12,289,928."""
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
 
     # -- input checks (plain Python on shapes: free under tracing and compilation)
@@ -670,6 +673,14 @@ class EfficientFormerForImageClassificationWithTeacher(_ClassifierBase):
 
     Unlike transformers' class it needs no `hidden_size` in the config, and with labels it returns a
     loss that trains both heads on the labels (use `efficientformer.training` to distil from a teacher).
+
+    Example:
+        >>> import torch
+        >>> from efficientformer import EfficientFormerConfig, EfficientFormerForImageClassificationWithTeacher
+        >>> model = EfficientFormerForImageClassificationWithTeacher(EfficientFormerConfig(num_labels=5)).eval()
+        >>> out = model(torch.randn(1, 3, 224, 224))
+        >>> out.logits.shape, torch.allclose(out.logits, (out.cls_logits + out.distillation_logits) / 2)
+        (torch.Size([1, 5]), True)
     """
 
     def __init__(self, config: EfficientFormerConfig) -> None:

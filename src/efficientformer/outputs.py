@@ -12,7 +12,8 @@ from typing import Any, Iterator
 
 
 class ModelOutput(OrderedDict):
-    """Base of the outputs. Also built from one mapping or iterable of (name, value) pairs, which is how
+    """Base of the outputs: an ordered mapping of the fields that are not None, also readable as attributes
+    and by index (`out[0]`, `out.logits`, `out["logits"]`), as transformers' `ModelOutput`. Also built from one mapping or iterable of (name, value) pairs, which is how
     `tf.function`, `tf.nest` and pytree utilities rebuild a container they took apart."""
 
     def __post_init__(self) -> None:
@@ -47,6 +48,7 @@ class ModelOutput(OrderedDict):
         return type(self), tuple(getattr(self, f.name) for f in fields(self))
 
     def to_tuple(self) -> tuple[Any, ...]:
+        """The fields that are not None, in declaration order."""
         return tuple(self[k] for k in self.keys())
 
 

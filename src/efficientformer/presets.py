@@ -20,6 +20,8 @@ RELEASED_PREPROCESSING: dict[str, Any] = {
 
 @dataclass(frozen=True)
 class Variant:
+    """One row of the paper's model table: depths, widths and number of attention (Meta3D) blocks."""
+
     name: str
     depths: tuple[int, int, int, int]
     hidden_sizes: tuple[int, int, int, int]
@@ -27,6 +29,7 @@ class Variant:
     num_parameters: int  # with both 1000-class heads, as the released checkpoints hold them
 
     def config_kwargs(self) -> dict[str, Any]:
+        """The `EfficientFormerConfig` fields of this variant, with the 1000 ImageNet class names."""
         from .labels import imagenet_id2label
 
         return {

@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     from ..classifier import ImageClassifier
     from ..errors import CheckpointError, InputError
     from ..training.metrics import confusion_matrix, draw_confusion_matrix
-    from .predict import default_model_path
+    from ..bundled import default_model_path
 
     model = args.model or default_model_path()
     if args.model is None and not os.path.isdir(model):

@@ -20,6 +20,8 @@ import json
 import os
 import sys
 
+from ..bundled import default_model_path, sample_images_path
+
 HELP = "classify images (files, folders, globs) and print the top classes"
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
@@ -38,20 +40,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available")
     parser.add_argument("--format", "-f", choices=("table", "json", "csv"), default="table",
                         help="output format (default: table)")
-
-
-def default_model_path() -> str:
-    """The folder of the model bundled with the package (may not exist)."""
-    from importlib import resources
-
-    return str(resources.files("efficientformer").joinpath("data", "default-model"))
-
-
-def sample_images_path() -> str:
-    """The folder of sample images bundled with the package."""
-    from importlib import resources
-
-    return str(resources.files("efficientformer").joinpath("data", "sample-images"))
 
 
 def expand_inputs(inputs: list[str]) -> tuple[list[str], list[tuple[str, str]]]:

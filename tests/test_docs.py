@@ -1,0 +1,273 @@
+"""The documentation site builds strictly and every example in it runs.
+
+- `mkdocs build --strict` into a temporary folder (skipped when mkdocs is not installed:
+  `pip install -e '.[docs]'`).
+- Every ```python and ```bash block of each page under docs/ runs, in page order, in one fresh
+  subprocess per page (Python blocks share one namespace, as a reader pasting them in order would),
+  in a scratch folder holding real photos (`photos/`, from ../shared/fixtures/images). A block is
+  skipped only when an HTML comment on the line before it says so:
+  `<!-- docs-test: skip REASON -->` (e.g. it installs packages), or
+  `<!-- docs-test: needs MODULE[,MODULE...] -->` (runs only when those modules import; `cuda` means
+  a CUDA GPU), or `<!-- docs-test: slow needs MODULE... -->` (also only with
+  `EFFICIENTFORMER_DOCS_SLOW=1`: the TensorFlow, JAX and TFLite examples, which take a minute of CPU
+  to trace and convert L1 while the TF tests of the suite already cover the same calls).
+- The released L1 checkpoint is replaced by stand-ins with the real architecture and random weights,
+  in all three formats: its hub ids (`snap-research/efficientformer-l1-300`,
+  `timm/efficientformer_l1.snap_dist_in1k`) resolve offline (`HF_HUB_OFFLINE=1`) from a hub cache
+  the test writes, and `efficientformer_l1_300d.pth` lies in the scratch folder. Examples so exercise
+  the real code paths without a network (their predictions are meaningless and not asserted).
+- The generated tables and the architecture figure agree with the code that produces them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
+sys.path.insert(0, str(DOCS / "_hooks"))
+sys.path.insert(0, str(DOCS / "_scripts"))
+
+import api_fallback  # noqa: E402
+import generated  # noqa: E402
+
+PAGES = sorted(p for p in DOCS.rglob("*.md") if not any(part.startswith("_") for part in p.relative_to(DOCS).parts))
+_FENCE = re.compile(r"^([ \t]*)```(python|bash)[^\n]*\n(.*?)^\1```[ \t]*$", re.MULTILINE | re.DOTALL)
+_MARK = re.compile(r"<!-- docs-test: (skip|needs|slow needs) ?(.*?) -->\s*$")
+SLOW = os.environ.get("EFFICIENTFORMER_DOCS_SLOW", "") == "1"
+PHOTOS = ("chelsea.png", "coffee.png", "rocket.jpg", "astronaut.png", "camera.png")
+
+
+# ----------------------------------------------------------------------------------- code blocks
+def code_blocks(page: Path) -> list[tuple[str, str, int, str | None]]:
+    """(language, code, first line number of the code, reason to skip or None) for each block."""
+    text = page.read_text(encoding="utf-8")
+    blocks = []
+    for match in _FENCE.finditer(text):
+        line = text.count("\n", 0, match.start(3)) + 1
+        before = text[:match.start()].rstrip("\n").rsplit("\n", 1)[-1]
+        mark = _MARK.search(before)
+        reason = None
+        if mark and mark.group(1) == "skip":
+            reason = mark.group(2) or "marked skip"
+        elif mark:
+            missing = [m for m in mark.group(2).replace(" ", "").split(",") if not _available(m)]
+            reason = f"needs {', '.join(missing)}" if missing else None
+            if reason is None and mark.group(1) == "slow needs" and not SLOW:
+                reason = "slow: runs with EFFICIENTFORMER_DOCS_SLOW=1"
+        blocks.append((match.group(2), textwrap.dedent(match.group(3)), line, reason))
+    return blocks
+
+
+def _available(module: str) -> bool:
+    if module == "cuda":
+        try:
+            import torch
+        except ImportError:
+            return False
+        return torch.cuda.is_available()
+    return importlib.util.find_spec(module) is not None
+
+
+def page_script(page: Path) -> tuple[str, list[str]]:
+    """A Python script running the page's blocks in order, and the skip reasons of skipped blocks."""
+    rel = page.relative_to(ROOT).as_posix()
+    lines = ["import os, subprocess, sys, time", "ns = {'__name__': '__main__'}", "start = time.perf_counter()"]
+    skipped = []
+    for language, code, line, reason in code_blocks(page):
+        if reason is not None:
+            skipped.append(f"{rel}:{line} ({reason})")
+            continue
+        lines.append(f"print({f'=== {rel}:{line}'!r}, f'(at {{time.perf_counter() - start:.1f}} s)', flush=True)")
+        if language == "python":
+            padded = "\n" * (line - 1) + code  # tracebacks point at the line of the Markdown file
+            lines.append(f"exec(compile({padded!r}, {rel!r}, 'exec'), ns)")
+        else:
+            lines.append(f"subprocess.run(['bash', '-euo', 'pipefail', '-c', {code!r}], check=True)")
+    return "\n".join(lines) + "\n", skipped
+
+
+def _stand_in_checkpoints(base: Path) -> tuple[Path, Path]:
+    """The released L1 checkpoint's three forms with random weights (no network needed).
+
+    Returns the hub cache (holding `snap-research/efficientformer-l1-300` in the transformers layout and
+    `timm/efficientformer_l1.snap_dist_in1k` in timm's) and the original release file
+    `efficientformer_l1_300d.pth`.
+    """
+    import torch
+
+    from efficientformer import EfficientFormerConfig, EfficientFormerForImageClassificationWithTeacher
+    from efficientformer.presets import WEIGHTS
+
+    torch.manual_seed(0)
+    cache, weights = base / "hub", WEIGHTS["l1"]
+
+    def snapshot(hub_id: str) -> Path:
+        repo = cache / f"models--{hub_id.replace('/', '--')}"
+        revision = hashlib.sha1(hub_id.encode()).hexdigest()  # any 40-hex commit id
+        (repo / "refs").mkdir(parents=True)
+        (repo / "refs" / "main").write_text(revision)
+        return repo / "snapshots" / revision
+
+    hf_folder = snapshot(weights.hub_id)
+    EfficientFormerForImageClassificationWithTeacher(EfficientFormerConfig.from_preset("l1")).save_pretrained(str(hf_folder))
+    original = base / weights.original_file
+    if importlib.util.find_spec("efficientformer.convert") is not None:
+        from efficientformer.convert import convert
+
+        convert(str(hf_folder), str(snapshot(f"timm/{weights.timm_id}")), format="timm", verify=False)
+        convert(str(hf_folder), str(original), format="original", verify=False)
+    return cache, original
+
+
+def _run_page(page: Path, base: Path, env: dict, fixtures_dir: Path, original: Path):
+    """Run the page's examples in a scratch folder; None when it has nothing to run."""
+    script, _ = page_script(page)
+    if "exec(" not in script and "subprocess.run([" not in script:
+        return None
+    work = base / page.relative_to(DOCS).as_posix().replace("/", "_").removesuffix(".md")
+    (work / "photos").mkdir(parents=True)
+    for name in PHOTOS:
+        shutil.copy(fixtures_dir / "images" / name, work / "photos" / name)
+    if original.is_file():
+        (work / original.name).symlink_to(original)
+    (work / "run_page.py").write_text(script, encoding="utf-8")
+    return subprocess.run([sys.executable, "run_page.py"], cwd=work, env=env, capture_output=True, text=True,
+                          timeout=600)
+
+
+@pytest.fixture(scope="module")
+def docs_env(tmp_path_factory, fixtures_dir):
+    pytest.importorskip("torch")
+    pytest.importorskip("safetensors")
+    base = tmp_path_factory.mktemp("docs")
+    cache, original = _stand_in_checkpoints(base)
+    env = dict(os.environ)
+    env.update(HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(cache), HF_HOME=str(base / "hf-home"),
+               MPLBACKEND="Agg", CUDA_VISIBLE_DEVICES=env.get("CUDA_VISIBLE_DEVICES", ""),
+               TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1", COLUMNS="100",
+               # one thread: examples are not benchmarks, and more threads than cores (the suite runs
+               # with pytest-xdist) make PyTorch many times slower
+               OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
+               PATH=os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]))
+    return base, env, fixtures_dir, original
+
+
+@pytest.mark.parametrize("page", PAGES, ids=[p.relative_to(DOCS).as_posix() for p in PAGES])
+def test_page_examples_run(page: Path, docs_env) -> None:
+    result = _run_page(page, *docs_env)
+    if result is None:
+        pytest.skip("no runnable code blocks on this page")
+    assert result.returncode == 0, (
+        f"an example of {page.relative_to(ROOT)} failed (the traceback names the Markdown line):\n"
+        f"{result.stdout[-4000:]}\n{result.stderr[-6000:]}")
+
+
+# ------------------------------------------------------------------------------------- the build
+def test_mkdocs_build_strict(tmp_path: Path) -> None:
+    pytest.importorskip("mkdocs")
+    pytest.importorskip("mkdocstrings_handlers.python")
+    pytest.importorskip("material")
+    env = dict(os.environ, NO_MKDOCS_2_WARNING="1")
+    result = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-f", str(ROOT / "mkdocs.yml"),
+                             "-d", str(tmp_path / "site")], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
+    home = (tmp_path / "site" / "index.html").read_text(encoding="utf-8")
+    assert "efficientformer-l1-300" in home  # the generated checkpoint table reached the page
+    cli = (tmp_path / "site" / "cli" / "index.html").read_text(encoding="utf-8")
+    for command in ("predict", "convert", "export", "bench", "train", "eval", "info"):
+        assert f"efficientformer {command}" in cli
+
+
+# ---------------------------------------------------------------------------------- generated parts
+def test_overview_tables_match_presets() -> None:
+    from efficientformer.presets import VARIANTS, WEIGHTS
+
+    variants, weights = generated.variants_table(), generated.weights_table()
+    for name, v in VARIANTS.items():
+        w = WEIGHTS[name]
+        row = next(line for line in variants.splitlines() if line.startswith(f"| {name.upper()} |"))
+        assert f"{v.num_parameters:,}" in row and f"| {w.gmacs} |" in row and f"{w.top1} %" in row
+        assert "-".join(map(str, v.hidden_sizes)) in row and "-".join(map(str, v.depths)) in row
+        assert w.hub_id in weights and w.timm_id in weights and w.original_file in weights
+    index = (DOCS / "index.md").read_text(encoding="utf-8")
+    assert "<!-- generated: variants-table -->" in index and "<!-- generated: weights-table -->" in index
+
+
+def test_cli_reference_covers_every_command() -> None:
+    from efficientformer.cli import COMMANDS
+
+    text = generated.cli_reference()
+    for name in COMMANDS:
+        assert f"## `efficientformer {name}`" in text
+    assert "<!-- generated: cli-reference -->" in (DOCS / "cli.md").read_text(encoding="utf-8")
+
+
+def test_architecture_figure_is_current() -> None:
+    import architecture_figure
+
+    assert (DOCS / "assets" / "architecture.svg").read_text(encoding="utf-8") == architecture_figure.render()
+
+
+# ---------------------------------------------------------------------------------------- API pages
+API_CLASSES = {  # every class of transformers' EfficientFormer page, plus our public API
+    "config.md": "efficientformer.config.EfficientFormerConfig",
+    "image-processor.md": "efficientformer.processing.EfficientFormerImageProcessor",
+    "model.md": "efficientformer.modeling_torch.EfficientFormerModel",
+    "for-image-classification.md": "efficientformer.modeling_torch.EfficientFormerForImageClassification",
+    "with-teacher.md": "efficientformer.modeling_torch.EfficientFormerForImageClassificationWithTeacher",
+    "tf-model.md": "efficientformer.modeling_tf.TFEfficientFormerModel",
+    "tf-for-image-classification.md": "efficientformer.modeling_tf.TFEfficientFormerForImageClassification",
+    "tf-with-teacher.md": "efficientformer.modeling_tf.TFEfficientFormerForImageClassificationWithTeacher",
+    "image-classifier.md": "efficientformer.classifier.ImageClassifier",
+    "optimize.md": "efficientformer.optimize.optimize",
+    "export.md": "efficientformer.export.export",
+    "errors.md": "efficientformer.errors",
+    "presets.md": "efficientformer.presets.VARIANTS",
+}
+
+
+@pytest.mark.parametrize("page,target", sorted(API_CLASSES.items()))
+def test_api_page_documents_its_object(page: str, target: str) -> None:
+    text = (DOCS / "api" / page).read_text(encoding="utf-8")
+    assert f"::: {target}\n" in text + "\n"
+    reason = api_fallback.missing_reason(target)
+    module = target if api_fallback._module_file(target) else target.rpartition(".")[0]
+    if reason is not None and api_fallback._module_file(module) is None:
+        pytest.skip(f"{reason} (the page shows a placeholder until it lands)")
+    assert reason is None, f"docs/api/{page} documents {target}, but {reason}: rename the directive"
+
+
+def test_pages_are_all_in_the_navigation() -> None:
+    nav = (ROOT / "mkdocs.yml").read_text(encoding="utf-8")
+    for page in PAGES:
+        assert page.relative_to(DOCS).as_posix() in nav, f"{page} is not in mkdocs.yml's nav"
+
+
+def test_marker_parsing(tmp_path: Path) -> None:
+    sample = textwrap.dedent("""\
+        <!-- docs-test: skip installs packages -->
+        ```bash
+        pip install x
+        ```
+
+        ```python
+        print(1)
+        ```
+        """)
+    page = tmp_path / "sample.md"
+    page.write_text(sample)
+    blocks = code_blocks(page)
+    assert [(lang, reason) for lang, _, _, reason in blocks] == [("bash", "installs packages"), ("python", None)]
+    assert blocks[1][2] == 7
