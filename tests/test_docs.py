@@ -231,8 +231,8 @@ API_CLASSES = {  # every class of transformers' EfficientFormer page, plus our p
     "tf-for-image-classification.md": "efficientformer.modeling_tf.TFEfficientFormerForImageClassification",
     "tf-with-teacher.md": "efficientformer.modeling_tf.TFEfficientFormerForImageClassificationWithTeacher",
     "image-classifier.md": "efficientformer.classifier.ImageClassifier",
-    "optimize.md": "efficientformer.optimize.optimize",
-    "export.md": "efficientformer.export.export",
+    "optimize.md": "efficientformer.inference.optimize",
+    "export.md": "efficientformer.exporters.export",
     "errors.md": "efficientformer.errors",
     "presets.md": "efficientformer.presets.VARIANTS",
 }

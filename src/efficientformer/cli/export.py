@@ -1,17 +1,53 @@
-"""Not built yet."""
+"""Export a model to ONNX, TorchScript, TFLite or Core ML (the folded inference network), and check the
+file against PyTorch where the format runs here.
+
+Examples:
+  efficientformer export --model snap-research/efficientformer-l1-300 --format onnx l1.onnx
+  efficientformer export --model ./my-model --format tflite --quantize fp16 l1_fp16.tflite
+  efficientformer export --model l1 --format torchscript --image-size 256 256 l1_256.pt
+  efficientformer export --model ./my-model --format coreml l1.mlpackage
+"""
 
 from __future__ import annotations
 
 import argparse
 
-HELP = "(not available yet)"
+HELP = "export a model to onnx, torchscript, tflite or coreml"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    del parser
+    parser.add_argument("output", help="file to write (a folder ending in .mlpackage for coreml)")
+    parser.add_argument("--model", required=True,
+                        help="checkpoint folder, file or hub id (any supported layout), or l1/l3/l7 for random weights")
+    parser.add_argument("--format", required=True, choices=["onnx", "tflite", "coreml", "torchscript"])
+    parser.add_argument("--dynamic-batch", action="store_true", default=True,
+                        help="onnx: free batch dimension (the default)")
+    parser.add_argument("--static-batch", dest="dynamic_batch", action="store_false",
+                        help="onnx: fix the batch to 2 instead")
+    parser.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"), default=None,
+                        help="input height and width (default: the config's image_size)")
+    parser.add_argument("--dtype", default=None, choices=["fp32", "bf16", "fp16"],
+                        help="torchscript weights, or coreml compute precision (default fp32 / fp16)")
+    parser.add_argument("--quantize", default=None, choices=["fp16", "int8"], help="tflite: quantized weights")
+    parser.add_argument("--opset", type=int, default=18, help="onnx opset (>= 17, default 18)")
+    parser.add_argument("--no-check", action="store_true", help="skip validating the written file")
 
 
 def run(args: argparse.Namespace) -> int:
-    del args
-    print("this command is not available yet")
-    return 1
+    import os
+
+    from ..errors import InputError
+    from ..exporters import export
+
+    if args.quantize and args.format != "tflite":
+        raise InputError("--quantize applies to --format tflite only.")
+    if args.format == "coreml" and not args.output.rstrip("/").endswith(".mlpackage"):
+        raise InputError(f"a Core ML model is a folder ending in .mlpackage; got {args.output!r}.")
+    path = export(args.model, args.output, format=args.format, image_size=args.image_size,
+                  dynamic_batch=args.dynamic_batch, dtype=args.dtype, quantize=args.quantize,
+                  check=not args.no_check, opset=args.opset)
+    size = sum(os.path.getsize(os.path.join(root, f)) for root, _, files in os.walk(path) for f in files) \
+        if os.path.isdir(path) else os.path.getsize(path)
+    checked = "" if args.no_check else (" (spec validated)" if args.format == "coreml" else " (checked against PyTorch)")
+    print(f"wrote {path} ({size / 1e6:.1f} MB){checked}")
+    return 0

@@ -1,0 +1,556 @@
+"""One call that turns a trained EfficientFormer into a fast, inference-only module.
+
+`optimize(model, ...)` reads the weights of an `EfficientFormerModel`,
+`EfficientFormerForImageClassification` or `EfficientFormerForImageClassificationWithTeacher` and builds a
+new, eval-only network (`FusedEfficientFormer`) that computes the same function with fewer operations:
+
+- every BatchNorm is folded into the convolution before it (stem, downsamplings, both 1x1 convs of
+  every Meta4D MLP);
+- every layer scale is folded into the convolution or linear layer that produces its branch
+  (the second MLP conv / linear, the attention projection); the pooling mixer's scale becomes one
+  `lerp`: `x + s * (avgpool(x) - x) == lerp(x, avgpool(x), s)`, so pooling, subtraction, scaling and
+  the residual add are one kernel (average pooling keeps `count_include_pad=False`, as trained);
+- the affine parts of the LayerNorms before attention and before the MLP of each Meta3D block are
+  folded into the qkv and first MLP linear layers, and the final LayerNorm's affine part, the token
+  mean and the two classifier heads (averaged) into one linear layer;
+- the attention bias is gathered once for the token grid of `image_size` (also resized when that grid
+  differs from the trained one, exactly as the model does), and attention runs through
+  `F.scaled_dot_product_attention` with the bias as `attn_mask`;
+- the 1x1 convolutions run as matrix products on channels-last memory (no layout copies), in
+  float32, bfloat16 or float16;
+- optionally `torch.compile` (any of its modes) and CUDA-graph replay for fixed input shapes, and on CUDA
+  a Triton kernel that runs a whole Meta4D block in one pass (`kernels="triton"`, see
+  `efficientformer.kernels`).
+
+The source model is never modified (its weights are read and copied), so training code is unaffected;
+to go back, keep or reload the original model. Folding happens in float64, so the float32 result agrees
+with the eager model within about 1e-6 relative.
+
+Example:
+    >>> import torch, efficientformer
+    >>> from efficientformer import EfficientFormerConfig, EfficientFormerForImageClassificationWithTeacher
+    >>> model = EfficientFormerForImageClassificationWithTeacher(EfficientFormerConfig.from_preset("l1")).eval()
+    >>> fast = efficientformer.optimize(model, image_size=(224, 224))
+    >>> x = torch.randn(2, 3, 224, 224)
+    >>> torch.allclose(fast(x), model(x).logits, atol=1e-4)
+    True
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any
+
+from .errors import ConfigError, InputError, require
+
+torch = require("torch", "torch", "efficientformer.optimize")
+from torch import nn
+from torch.nn import functional as F
+
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+          "fp16": torch.float16, "float16": torch.float16, "half": torch.float16}
+
+
+def parse_dtype(dtype: Any) -> torch.dtype:
+    """`torch.float32/bfloat16/float16` or one of the names in `DTYPES` -> the torch dtype."""
+    if isinstance(dtype, torch.dtype) and dtype in DTYPES.values():
+        return dtype
+    if isinstance(dtype, str) and dtype.lower().replace("torch.", "") in DTYPES:
+        return DTYPES[dtype.lower().replace("torch.", "")]
+    raise ConfigError(f"dtype {dtype!r} is not supported; use one of fp32, bf16, fp16.")
+
+
+# ------------------------------------------------------------------------------------------ folding
+def _f64(t: torch.Tensor | None) -> torch.Tensor | None:
+    return None if t is None else t.detach().to(device="cpu", dtype=torch.float64)
+
+
+def _fold_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weights (O, I, kh, kw) and bias (O,) of `bn(conv(x))` in eval mode, in float64."""
+    weight = _f64(conv.weight)
+    bias = _f64(conv.bias) if conv.bias is not None else torch.zeros(weight.shape[0], dtype=torch.float64)
+    factor = _f64(bn.weight) / torch.sqrt(_f64(bn.running_var) + bn.eps)
+    return weight * factor.view(-1, 1, 1, 1), (bias - _f64(bn.running_mean)) * factor + _f64(bn.bias)
+
+
+def _scale_vector(scale: torch.Tensor | None, dim: int) -> torch.Tensor:
+    return torch.ones(dim, dtype=torch.float64) if scale is None else _f64(scale)
+
+
+def _fold_input_affine(linear: nn.Linear, norm: nn.LayerNorm) -> tuple[torch.Tensor, torch.Tensor]:
+    """`linear(norm(x))` = `linear'(normalize(x))`: the LayerNorm's gain and shift moved into the linear."""
+    weight, bias = _f64(linear.weight), _f64(linear.bias)
+    gain = _f64(norm.weight) if norm.weight is not None else torch.ones(weight.shape[1], dtype=torch.float64)
+    shift = _f64(norm.bias) if norm.bias is not None else torch.zeros(weight.shape[1], dtype=torch.float64)
+    return weight * gain, bias + weight @ shift
+
+
+def _conv(weight: torch.Tensor, bias: torch.Tensor, like: nn.Conv2d) -> nn.Conv2d:
+    conv = nn.Conv2d(like.in_channels, like.out_channels, like.kernel_size, stride=like.stride,
+                     padding=like.padding, dilation=like.dilation, groups=like.groups, bias=True)
+    conv.weight.data.copy_(weight)
+    conv.bias.data.copy_(bias)
+    return conv.requires_grad_(False)
+
+
+def _buffer(module: nn.Module, name: str, value: torch.Tensor) -> None:
+    module.register_buffer(name, value.to(torch.float32).contiguous())
+
+
+def _pointwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """A 1x1 convolution of (B, C, H, W) with a (O, C) weight: a matrix product on channels-last memory."""
+    if x.is_contiguous(memory_format=torch.channels_last):
+        return F.linear(x.permute(0, 2, 3, 1), weight, bias).permute(0, 3, 1, 2)
+    return F.conv2d(x, weight[:, :, None, None], bias)
+
+
+# ------------------------------------------------------------------------------------ fused blocks
+class FusedStem(nn.Module):
+    """conv3x3/2 -> ReLU -> conv3x3/2 -> ReLU with both BatchNorms folded in."""
+
+    def __init__(self, stem: nn.Module) -> None:
+        super().__init__()
+        self.conv1 = _conv(*_fold_bn(stem.convolution1, stem.batchnorm_before), stem.convolution1)
+        self.conv2 = _conv(*_fold_bn(stem.convolution2, stem.batchnorm_after), stem.convolution2)
+        self.in_channels = stem.convolution1.in_channels
+        self.padded_channels = self.in_channels
+
+    def pad_input_channels(self, channels: int = 8) -> None:
+        """Zero-pad the first conv to `channels` inputs (and the images likewise in forward): cuDNN's
+        tensor-core kernels need channels-last inputs with a multiple of 8 channels, and a 3-channel
+        stride-2 conv otherwise falls back to a slow direct kernel on the GPU."""
+        if channels <= self.in_channels:
+            return
+        weight = self.conv1.weight.data
+        padded = weight.new_zeros(weight.shape[0], channels, *weight.shape[2:])
+        padded[:, :self.in_channels] = weight
+        self.conv1.weight = nn.Parameter(padded.contiguous(memory_format=torch.channels_last), requires_grad=False)
+        self.conv1.in_channels = channels
+        self.padded_channels = channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.padded_channels != x.shape[1]:
+            batch, channels, height, width = x.shape
+            nhwc = x.new_zeros(batch, height, width, self.padded_channels)
+            nhwc[..., :channels] = x.permute(0, 2, 3, 1)
+            x = nhwc.permute(0, 3, 1, 2)
+        return F.relu(self.conv2(F.relu(self.conv1(x))))
+
+
+class FusedDownsample(nn.Module):
+    """Strided conv with its BatchNorm folded in."""
+
+    def __init__(self, down: nn.Module) -> None:
+        super().__init__()
+        self.conv = _conv(*_fold_bn(down.projection, down.norm), down.projection)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+class FusedMeta4D(nn.Module):
+    """Meta4D block: `x = lerp(x, avgpool(x), s1)`, then `x + W2' act(W1' x + b1') + b2'`.
+
+    W1', b1' hold the first BatchNorm; W2', b2' the second BatchNorm and the layer scale s2.
+    """
+
+    def __init__(self, block: nn.Module, activation: str = "gelu") -> None:
+        super().__init__()
+        mlp, pool = block.mlp, block.token_mixer.pool
+        self.activation_name = activation
+        self.triton = False
+        self.triton_min_rows = 16384  # below this many pixels (small batches) the kernel has too few tiles
+        dim = mlp.convolution1.in_channels
+        self.pool_size = int(pool.kernel_size if isinstance(pool.kernel_size, int) else pool.kernel_size[0])
+        self.activation = copy.deepcopy(mlp.activation)
+        w1, b1 = _fold_bn(mlp.convolution1, mlp.batchnorm_before)
+        w2, b2 = _fold_bn(mlp.convolution2, mlp.batchnorm_after)
+        s2 = _scale_vector(block.layer_scale_2, dim)
+        _buffer(self, "mix_scale", _scale_vector(block.layer_scale_1, dim).view(dim, 1, 1))
+        _buffer(self, "w1", w1.flatten(1))
+        _buffer(self, "b1", b1)
+        _buffer(self, "w2", w2.flatten(1) * s2[:, None])
+        _buffer(self, "b2", b2 * s2)
+
+    def enable_triton(self) -> bool:
+        """Run this block as one Triton kernel (`efficientformer.kernels`) when its input is a channels-last
+        CUDA tensor. Call after the module has its final device and dtype. Returns whether it is supported."""
+        from . import kernels
+
+        hidden, dim = self.w1.shape
+        if not kernels.supported(dim, hidden, self.activation_name):
+            return False
+        kernels.meta4d_op()
+        w1t, _, w2t, _ = kernels.prepare_weights(self.w1, self.b1, self.w2, self.b2)
+        self.register_buffer("w1t", w1t, persistent=False)
+        self.register_buffer("w2t", w2t, persistent=False)
+        self.triton = True
+        return True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (self.triton and x.is_cuda and x.is_contiguous(memory_format=torch.channels_last)
+                and x.shape[0] * x.shape[2] * x.shape[3] >= self.triton_min_rows):
+            from .kernels import ACTIVATION_CODES
+
+            return torch.ops.efficientformer.meta4d(x, self.mix_scale.view(-1), self.w1t, self.b1, self.w2t, self.b2,
+                                                   ACTIVATION_CODES[self.activation_name], self.pool_size)
+        pooled = F.avg_pool2d(x, self.pool_size, 1, self.pool_size // 2, count_include_pad=False)
+        if torch.jit.is_tracing():  # TorchScript / Core ML: plain arithmetic (coremltools has no lerp)
+            x = x + self.mix_scale * (pooled - x)
+        else:
+            x = torch.lerp(x, pooled, self.mix_scale)
+        hidden = self.activation(_pointwise(x, self.w1, self.b1))
+        return x + _pointwise(hidden, self.w2, self.b2)
+
+
+class FusedMeta3D(nn.Module):
+    """Meta3D block on tokens (B, N, C) with LayerNorm affines and layer scales folded into the linears
+    and the attention bias gathered once per token grid."""
+
+    def __init__(self, block: nn.Module, grids: list[tuple[int, int]]) -> None:
+        super().__init__()
+        attn, mlp = block.token_mixer, block.mlp
+        dim = attn.qkv.in_features
+        self.heads, self.key_dim, self.value_dim = attn.num_heads, attn.key_dim, attn.value_dim
+        self.dim = int(dim)
+        self.scale = float(attn.scale)
+        self.eps = float(block.layernorm1.eps)
+        self.eps2 = float(block.layernorm2.eps)
+        self.activation = copy.deepcopy(mlp.activation)
+        s1, s2 = _scale_vector(block.layer_scale_1, dim), _scale_vector(block.layer_scale_2, dim)
+        wqkv, bqkv = _fold_input_affine(attn.qkv, block.layernorm1)
+        w_in, b_in = _fold_input_affine(mlp.linear_in, block.layernorm2)
+        _buffer(self, "wqkv", wqkv)
+        _buffer(self, "bqkv", bqkv)
+        _buffer(self, "wproj", _f64(attn.projection.weight) * s1[:, None])
+        _buffer(self, "bproj", _f64(attn.projection.bias) * s1)
+        _buffer(self, "w_in", w_in)
+        _buffer(self, "b_in", b_in)
+        _buffer(self, "w_out", _f64(mlp.linear_out.weight) * s2[:, None])
+        _buffer(self, "b_out", _f64(mlp.linear_out.bias) * s2)
+        self.resolution = attn.resolution
+        _buffer(self, "table", _f64(attn.attention_biases))
+        self.grids: list[tuple[int, int]] = []
+        for grid in grids:
+            self.add_grid(grid)
+
+    def add_grid(self, grid: tuple[int, int]) -> torch.Tensor:
+        """Gather (and keep as a buffer) the (heads, N, N) bias of a token grid; the model's own recipe:
+        the (heads, R, R) table resized bilinearly with aligned corners when the grid is not R x R."""
+        from .attention_bias import bias_index
+
+        name = f"bias_{grid[0]}x{grid[1]}"
+        if grid in self.grids:
+            return getattr(self, name)
+        table = self.table.view(1, self.heads, self.resolution, self.resolution)
+        if grid != (self.resolution, self.resolution):
+            table = F.interpolate(table.float(), size=grid, mode="bilinear", align_corners=True)
+        table = table.reshape(self.heads, grid[0] * grid[1])
+        index = torch.tensor(bias_index(*grid), device=table.device)
+        n = grid[0] * grid[1]
+        # Pad the key axis to a multiple of 8 and keep a view: the memory-efficient attention kernels need
+        # an aligned mask stride, and would otherwise copy the mask into a padded buffer on every call.
+        padded = table.new_zeros(1, self.heads, n, -(-n // 8) * 8)
+        padded[0, :, :, :n] = table[:, index]
+        self.register_buffer(name, padded, persistent=False)
+        self.grids.append(grid)
+        return padded
+
+    def attention_bias(self, grid: tuple[int, int]) -> torch.Tensor:
+        """(1, heads, N, N) bias for `grid` (a view of an aligned buffer)."""
+        bias = getattr(self, f"bias_{grid[0]}x{grid[1]}") if grid in self.grids else self.add_grid(grid)
+        n = grid[0] * grid[1]
+        return bias[..., :n]
+
+    def forward(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        # Shapes come from constants only (no x.shape arithmetic), which keeps traced exports static.
+        dim = self.dim
+        qkv = F.linear(F.layer_norm(x, (dim,), eps=self.eps), self.wqkv, self.bqkv)
+        qkv = qkv.unflatten(-1, (self.heads, 2 * self.key_dim + self.value_dim)).transpose(1, 2)
+        q, k, v = qkv.split([self.key_dim, self.key_dim, self.value_dim], dim=-1)
+        bias = self.attention_bias(grid).to(q.dtype)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.scale)
+        out = out.transpose(1, 2).flatten(2)
+        x = x + F.linear(out, self.wproj, self.bproj)
+        hidden = self.activation(F.linear(F.layer_norm(x, (dim,), eps=self.eps2), self.w_in, self.b_in))
+        return x + F.linear(hidden, self.w_out, self.b_out)
+
+
+class FusedHead(nn.Module):
+    """Final LayerNorm, token mean and classifier(s) as normalize -> mean -> one linear layer.
+
+    With no classifier (a bare `EfficientFormerModel`) it returns the normalized tokens (B, N, C).
+    """
+
+    def __init__(self, norm: nn.LayerNorm, heads: list[nn.Linear]) -> None:
+        super().__init__()
+        self.eps = float(norm.eps)
+        self.dim = int(norm.normalized_shape[0])
+        self.has_classifier = bool(heads)
+        gain, shift = _f64(norm.weight), _f64(norm.bias)
+        if heads:
+            weight = sum(_f64(h.weight) for h in heads) / len(heads)
+            bias = sum(_f64(h.bias) for h in heads) / len(heads)
+            _buffer(self, "weight", weight * gain)
+            _buffer(self, "bias", bias + weight @ shift)
+        else:
+            _buffer(self, "weight", gain)
+            _buffer(self, "bias", shift)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        dim = self.dim
+        if not self.has_classifier:
+            return F.layer_norm(tokens, (dim,), self.weight.to(tokens.dtype), self.bias.to(tokens.dtype), self.eps)
+        pooled = F.layer_norm(tokens, (dim,), eps=self.eps).mean(dim=1)
+        return F.linear(pooled, self.weight, self.bias)
+
+
+class FusedEfficientFormer(nn.Module):
+    """The folded, eval-only network: images (B, C, H, W) -> logits (B, num_labels), or normalized
+    tokens (B, N, C) for a bare backbone. Built by `fuse(model)`; holds copies of the weights.
+
+    For `EfficientFormerForImageClassificationWithTeacher` the logits are the mean of both heads, as the
+    model's `logits`.
+    """
+
+    def __init__(self, model: nn.Module, image_size: tuple[int, int] | None = None) -> None:
+        super().__init__()
+        from .attention_bias import token_grid
+        from .modeling_torch import Downsample, IntermediateStage
+
+        backbone = getattr(model, "efficientformer", model)
+        config = backbone.config
+        self.config = config.copy()
+        self.num_channels = config.num_channels
+        size = image_size or (config.image_size, config.image_size)
+        self.image_size = (int(size[0]), int(size[1]))
+        grids = [token_grid(*self.image_size)]
+        self.grid = grids[0]
+        self.stem = FusedStem(backbone.patch_embed)
+        stages: list[nn.Module] = []
+        for module in backbone.encoder.intermediate_stages:
+            if isinstance(module, IntermediateStage):
+                stages.extend(FusedMeta4D(b, config.hidden_act) for b in module.meta4D_layers.blocks)
+            elif isinstance(module, Downsample):
+                stages.append(FusedDownsample(module))
+            else:  # pragma: no cover - the encoder holds only these two kinds
+                raise ConfigError(f"cannot fuse a {type(module).__name__} in the encoder.")
+        last = backbone.encoder.last_stage
+        stages.extend(FusedMeta4D(b, config.hidden_act) for b in last.meta4D_layers.blocks)
+        self.convs = nn.Sequential(*stages)
+        self.blocks3d = nn.ModuleList(FusedMeta3D(b, grids) for b in last.meta3D_layers.blocks)
+        heads = [getattr(model, name) for name in ("classifier", "distillation_classifier")
+                 if isinstance(getattr(model, name, None), nn.Linear)]
+        self.head = FusedHead(backbone.layernorm, heads)
+        self.eval()
+
+    def train(self, mode: bool = True) -> FusedEfficientFormer:
+        if mode:
+            raise ConfigError("a fused EfficientFormer is for inference only; train the original model "
+                              "and call efficientformer.optimize() again afterwards.")
+        return super().train(False)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        x = self.convs(self.stem(pixel_values))
+        # Traced exports are for the fixed image size: use its grid as constants, not traced sizes.
+        grid = self.grid if torch.jit.is_tracing() else (x.shape[2], x.shape[3])
+        tokens = x.permute(0, 2, 3, 1).flatten(1, 2)  # (B, N, C), a view on channels-last memory
+        for block in self.blocks3d:
+            tokens = block(tokens, grid)
+        return self.head(tokens)
+
+
+def fuse(model: nn.Module, image_size: tuple[int, int] | int | None = None) -> FusedEfficientFormer:
+    """Fold an EfficientFormer (any of the three classes) into a `FusedEfficientFormer` in float32 on the
+    CPU. The model is only read.
+
+    Args:
+        model: an `EfficientFormerModel`, `EfficientFormerForImageClassification` or
+            `EfficientFormerForImageClassificationWithTeacher` (any device and dtype).
+        image_size: (height, width) whose attention bias is prepared ahead (others are prepared on first use);
+            default the config's `image_size`.
+
+    Returns:
+        The fused module (eval mode, float32, CPU).
+
+    Raises:
+        ConfigError: `model` is not an EfficientFormer of this package.
+    """
+    backbone = getattr(model, "efficientformer", model)
+    if not (hasattr(backbone, "patch_embed") and hasattr(backbone, "encoder") and hasattr(backbone, "config")):
+        raise ConfigError(f"fuse() takes an EfficientFormer model of this package, got {type(model).__name__}; "
+                          "load it with EfficientFormerForImageClassification.from_pretrained(...).")
+    if isinstance(image_size, int):
+        image_size = (image_size, image_size)
+    with torch.no_grad():
+        return FusedEfficientFormer(model, image_size)
+
+
+# -------------------------------------------------------------------------------------- the wrapper
+class OptimizedEfficientFormer(nn.Module):
+    """A `FusedEfficientFormer` placed on a device in a dtype and memory format, optionally compiled and
+    replayed through CUDA graphs. Call it with float images (B, C, H, W) on any device and dtype; returns
+    logits (B, num_labels) (or tokens for a backbone) in the chosen dtype on the chosen device.
+
+    With `cuda_graphs`, one graph is captured per input shape on first use (after a few warm-up runs);
+    later calls copy the input into the graph's buffer, replay it and return a copy of its output.
+    """
+
+    def __init__(self, fused: FusedEfficientFormer, *, device: torch.device, dtype: torch.dtype,
+                 channels_last: bool, compile: str | None, cuda_graphs: bool) -> None:
+        super().__init__()
+        self.fused = fused
+        self.device, self.dtype = device, dtype
+        self.channels_last, self.compile_mode, self.cuda_graphs = channels_last, compile, cuda_graphs
+        self._runner: Callable[[torch.Tensor], torch.Tensor] = fused
+        if compile:
+            self._runner = torch.compile(fused, mode=None if compile == "default" else compile,
+                                         fullgraph=True, dynamic=False)
+        self._graphs: dict[tuple, tuple[Any, torch.Tensor, torch.Tensor]] = {}
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return self.fused.image_size
+
+    def extra_repr(self) -> str:
+        return (f"device={self.device}, dtype={self.dtype}, channels_last={self.channels_last}, "
+                f"compile={self.compile_mode}, cuda_graphs={self.cuda_graphs}")
+
+    def prepare_input(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Check the images and move them to the device, dtype and memory format of the network."""
+        if not isinstance(pixel_values, torch.Tensor) or pixel_values.ndim != 4:
+            shape = tuple(pixel_values.shape) if isinstance(pixel_values, torch.Tensor) else type(pixel_values).__name__
+            raise InputError(f"pixel_values must be a 4-D tensor (batch, channels, height, width), got {shape}.")
+        if pixel_values.shape[1] != self.fused.num_channels:
+            raise InputError(f"pixel_values has {pixel_values.shape[1]} channels but the model takes "
+                             f"{self.fused.num_channels}; pass channels-first images (B, C, H, W).")
+        if not pixel_values.is_floating_point():
+            raise InputError(f"pixel_values must be floating point, got {pixel_values.dtype}; normalize the images "
+                             "with the image processor first.")
+        memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
+        return pixel_values.to(device=self.device, dtype=self.dtype, memory_format=memory_format)
+
+    @torch.no_grad()
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        x = self.prepare_input(pixel_values)
+        self._prepare_grid(x.shape[2], x.shape[3])
+        if not self.cuda_graphs:
+            return self._runner(x)
+        key = tuple(x.shape)
+        if key not in self._graphs:
+            self._graphs[key] = self._capture(x)
+        graph, static_in, static_out = self._graphs[key]
+        static_in.copy_(x)
+        graph.replay()
+        return static_out.clone()
+
+    def _prepare_grid(self, height: int, width: int) -> None:
+        from .attention_bias import token_grid
+
+        grid = token_grid(height, width)
+        for block in self.fused.blocks3d:
+            if grid not in block.grids:
+                block.add_grid(grid)
+
+    def _capture(self, x: torch.Tensor):
+        return capture_cuda_graph(self._runner, x.clone(memory_format=torch.channels_last if self.channels_last
+                                                      else torch.contiguous_format))
+
+
+def capture_cuda_graph(fn: Callable[[torch.Tensor], torch.Tensor], example: torch.Tensor, warmup: int = 3):
+    """Capture `fn(example)` as a CUDA graph after `warmup` runs on a side stream (which also compiles and
+    autotunes). Returns (graph, static input, static output): copy new data into the static input, call
+    `graph.replay()`, read the static output (overwritten by the next replay)."""
+    static_in = example
+    stream = torch.cuda.Stream(device=example.device)
+    stream.wait_stream(torch.cuda.current_stream(example.device))
+    with torch.cuda.stream(stream):
+        for _ in range(warmup):
+            fn(static_in)
+    torch.cuda.current_stream(example.device).wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        static_out = fn(static_in)
+    return graph, static_in, static_out
+
+
+def optimize(model: nn.Module, image_size: tuple[int, int] | int | None = None, *, dtype: Any = None,
+             device: Any = None, channels_last: bool = True, compile: bool | str | None = False,
+             cuda_graphs: bool = False, kernels: str | None = None, triton_max_channels: int = 128,
+             pad_stem: bool = False) -> OptimizedEfficientFormer:
+    """Prepare an EfficientFormer for fast inference in one call (the model itself is left untouched).
+
+    Args:
+        model: an `EfficientFormerModel`, `EfficientFormerForImageClassification` or
+            `EfficientFormerForImageClassificationWithTeacher`.
+        image_size: (height, width) or one side; the attention bias for its token grid is built ahead.
+            Default: the config's `image_size` (224). Other sizes still work (their bias is built on first use,
+            outside compiled graphs).
+        dtype: `torch.float32` (default), `torch.bfloat16`, `torch.float16` or "fp32"/"bf16"/"fp16".
+        device: where to run; default the model's device.
+        channels_last: keep 4-D activations in channels-last (NHWC) memory so every 1x1 conv is one
+            matrix product (default True; fastest on CPU and GPU).
+        compile: False, True (= "default"), or a `torch.compile` mode: "default", "reduce-overhead",
+            "max-autotune", "max-autotune-no-cudagraphs". Compiles for fixed shapes (one compile per shape).
+        cuda_graphs: capture and replay a CUDA graph per input shape (CUDA only); best for small batches.
+            Combine with compile="default" or "max-autotune-no-cudagraphs" rather than a mode that makes its
+            own graphs.
+        kernels: "triton" runs each Meta4D block as one fused Triton kernel (`efficientformer.kernels`: pooling,
+            both 1x1 convs and the residual in one pass; CUDA, bf16/fp16, channels-last); None (default) uses
+            PyTorch operators only.
+        triton_max_channels: with kernels="triton", only blocks at most this wide use the kernel (default 128:
+            on an H100 it beat PyTorch for the 48- and 96-wide stages of L1 and lost for 224 and 448), and only
+            for inputs of at least 16384 pixels per block (a batch-1 call keeps the compiled PyTorch path).
+        pad_stem: zero-pad the images to 8 channels for the first conv (same result). Off by default: on an
+            H100 the padded conv plus the padding took 642 us against 536 us for the 3-channel conv (batch 256).
+
+    Returns:
+        An `OptimizedEfficientFormer`: call it with (B, C, H, W) float images, get logits (B, num_labels)
+        (the mean of both heads for the WithTeacher class), or normalized tokens (B, N, C) for a backbone.
+
+    Raises:
+        ConfigError: unknown dtype or compile mode, CUDA graphs without a CUDA device, or not an EfficientFormer.
+
+    Example:
+        >>> fast = efficientformer.optimize(model, dtype="bf16", device="cuda",
+        ...                                 compile="max-autotune-no-cudagraphs", cuda_graphs=True)  # doctest: +SKIP
+        >>> logits = fast(images)  # doctest: +SKIP
+    """
+    if device is None:
+        params = list(model.parameters())
+        device = params[0].device if params else torch.device("cpu")
+    device = torch.device(device)
+    dtype = torch.float32 if dtype is None else parse_dtype(dtype)
+    if compile is True:
+        compile = "default"
+    if compile and compile not in COMPILE_MODES:
+        raise ConfigError(f"compile={compile!r} is not a torch.compile mode; use one of {', '.join(COMPILE_MODES)}.")
+    if cuda_graphs and device.type != "cuda":
+        raise ConfigError(f"cuda_graphs=True needs a CUDA device, got {device}; drop cuda_graphs or pass device='cuda'.")
+    if dtype != torch.float32 and device.type == "cpu" and dtype == torch.float16:
+        raise ConfigError("float16 on the CPU is slower than float32 and loses accuracy; use fp32 or bf16 on the CPU.")
+    if kernels not in (None, "triton"):
+        raise ConfigError(f"kernels={kernels!r} is not supported; use None or 'triton'.")
+    if kernels == "triton":
+        from . import kernels as triton_kernels
+
+        if device.type != "cuda" or not triton_kernels.available():
+            raise ConfigError("kernels='triton' needs a CUDA GPU and the triton package; drop kernels= on this machine.")
+        if dtype == torch.float32 or not channels_last:
+            raise ConfigError("kernels='triton' runs in bf16 or fp16 with channels_last=True; pass dtype='bf16'.")
+    fused = fuse(model, image_size).to(device=device, dtype=dtype)
+    if channels_last:
+        fused = fused.to(memory_format=torch.channels_last)
+    if pad_stem:
+        fused.stem.pad_input_channels(8)
+    if kernels == "triton":
+        for block in fused.convs:
+            if isinstance(block, FusedMeta4D) and block.w1.shape[1] <= triton_max_channels:
+                block.enable_triton()
+    return OptimizedEfficientFormer(fused, device=device, dtype=dtype, channels_last=channels_last,
+                                    compile=compile or None, cuda_graphs=cuda_graphs)
+
+
+__all__ = ["FusedEfficientFormer", "OptimizedEfficientFormer", "capture_cuda_graph", "fuse", "optimize", "parse_dtype"]
