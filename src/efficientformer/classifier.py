@@ -85,24 +85,17 @@ class ImageClassifier:
             from .bundled import default_model_path
 
             name_or_path = default_model_path()
-        from . import modeling_torch as mt
         from .checkpoints import load_checkpoint
+        from .convert import build_model
         from .errors import CheckpointError
+        from .modeling_torch import EfficientFormerModel
         from .processing import EfficientFormerImageProcessor
 
         checkpoint = load_checkpoint(name_or_path, **hub_kwargs)
-        state = checkpoint.state_dict
-        if "distillation_classifier.weight" in state:
-            model_cls = mt.EfficientFormerForImageClassificationWithTeacher
-        elif "classifier.weight" in state:
-            model_cls = mt.EfficientFormerForImageClassification
-        else:
+        model = build_model(checkpoint)
+        if isinstance(model, EfficientFormerModel):
             raise CheckpointError(f"{checkpoint.source} holds a backbone without a classification head, so it cannot "
                                   "name classes; fine-tune a head first (efficientformer train).")
-        model = model_cls(checkpoint.config)
-        model.load_pretrained_state_dict(state)
-        model.float()
-        model.processor_settings = checkpoint.processor
         from .presets import RELEASED_PREPROCESSING
 
         processor = EfficientFormerImageProcessor(**(checkpoint.processor or RELEASED_PREPROCESSING))

@@ -177,17 +177,11 @@ def _write_original(checkpoint: Checkpoint, state: dict, dst: str) -> str:
 
 def build_model(checkpoint: Checkpoint):
     """The eval-mode PyTorch model that fits the checkpoint's heads (WithTeacher, classifier or backbone)."""
-    from . import modeling_torch as mt
+    from .modeling_torch import model_class_for
 
-    state = checkpoint.state_dict
-    if "distillation_classifier.weight" in state:
-        cls = mt.EfficientFormerForImageClassificationWithTeacher
-    elif "classifier.weight" in state:
-        cls = mt.EfficientFormerForImageClassification
-    else:
-        cls = mt.EfficientFormerModel
-    model = cls(checkpoint.config)
-    model.load_pretrained_state_dict(state)
+    model = model_class_for(checkpoint.state_dict)(checkpoint.config)
+    model.load_pretrained_state_dict(checkpoint.state_dict)
+    model.processor_settings = checkpoint.processor
     return model.float().eval()
 
 

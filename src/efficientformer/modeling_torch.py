@@ -710,8 +710,17 @@ class EfficientFormerForImageClassificationWithTeacher(_ClassifierBase):
         return output if return_dict is not False else output.to_tuple()
 
 
+def model_class_for(state_dict: dict[str, Any]) -> type[EfficientFormerPreTrainedModel]:
+    """The class whose heads a transformers-layout state dict holds: WithTeacher, classifier or backbone."""
+    if "distillation_classifier.weight" in state_dict:
+        return EfficientFormerForImageClassificationWithTeacher
+    if "classifier.weight" in state_dict:
+        return EfficientFormerForImageClassification
+    return EfficientFormerModel
+
+
 __all__ = [
     "EfficientFormerPreTrainedModel", "EfficientFormerModel", "EfficientFormerForImageClassification",
     "EfficientFormerForImageClassificationWithTeacher", "ConvStem", "Downsample", "Pooling", "ConvMlp", "Meta4D",
-    "Meta4DBlocks", "IntermediateStage", "Attention", "LinearMlp", "Meta3D", "Meta3DBlocks", "LastStage", "Encoder", "DropPath",
+    "model_class_for", "Meta4DBlocks", "IntermediateStage", "Attention", "LinearMlp", "Meta3D", "Meta3DBlocks", "LastStage", "Encoder", "DropPath",
 ]
