@@ -189,3 +189,38 @@ def test_bad_settings_and_ragged_batches():
         processor(images, return_tensors="np")
     with pytest.raises(CheckpointError):
         EfficientFormerImageProcessor.from_pretrained(FIXTURES / "images")
+
+
+def test_fast_resize_stays_within_one_level_where_used(fixtures_dir):
+    """Fast mode (Pillow's box) against exact mode over many shortest-edge scales and both smooth filters;
+    resizes outside fast mode's domain (box filter, upscaling, aspect change) come out exact."""
+    from PIL import Image
+
+    from efficientformer.resize import resize_crop
+
+    worst = 0
+    for name in ("chelsea.png", "coffee.png", "astronaut_640x480.jpg"):
+        image = Image.open(fixtures_dir / "images" / name).convert("RGB")
+        for short in range(160, 420, 17):
+            out_w, out_h = (short, short * image.height // image.width) if image.width <= image.height else (
+                short * image.width // image.height, short)
+            crop = min(out_w, out_h, 224)
+            box = ((out_w - crop) // 2, (out_h - crop) // 2, (out_w - crop) // 2 + crop, (out_h - crop) // 2 + crop)
+            for resample in (1, 3):
+                exact = np.asarray(image.resize((out_w, out_h), resample).crop(box)).astype(int)
+                worst = max(worst, np.abs(resize_crop(image, out_w, out_h, resample, box, True) - exact).max())
+        for out_w, out_h, resample in ((336, 224, 4), (900, 700, 3), (500, 160, 3)):
+            box = (0, 0, 160, 150)
+            exact = np.asarray(image.resize((out_w, out_h), resample).crop(box))
+            np.testing.assert_array_equal(resize_crop(image, out_w, out_h, resample, box, True), exact)
+    assert worst <= 1  # one 8-bit level: at most 1/255/std = 0.0175 after ImageNet normalization
+
+
+def test_threads_spread_a_batch_without_changing_values(fixtures_dir):
+    paths = [fixtures_dir / "images" / name for name in ("chelsea.png", "coffee.png", "astronaut.png", "rocket.jpg")]
+    one = EfficientFormerImageProcessor(**HUB, num_threads=1)(paths, return_tensors="np").pixel_values
+    four = EfficientFormerImageProcessor(**HUB, num_threads=4)(paths, return_tensors="np").pixel_values
+    np.testing.assert_array_equal(one, four)
+    assert EfficientFormerImageProcessor(**HUB, num_threads=3).to_dict()["num_threads"] == 3
+    with pytest.raises(ConfigError, match="num_threads"):
+        EfficientFormerImageProcessor(num_threads=0)

@@ -28,19 +28,17 @@ from PIL import Image
 
 from .errors import ConfigError, InputError, require
 from .image_io import CHANNELS_FIRST, Pixels, collect, normalize_layout
+from .resize import FILTERS, default_threads, resize_crop, thread_map
 
 PREPROCESSOR_NAME = "preprocessor_config.json"
 IMAGENET_DEFAULT_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_DEFAULT_STD = [0.229, 0.224, 0.225]
 
-# Pillow's resampling filters: code -> (name, filter support in input pixels at scale 1)
-_FILTERS = {0: ("nearest", 0.0), 1: ("lanczos", 3.0), 2: ("bilinear", 1.0), 3: ("bicubic", 2.0),
-            4: ("box", 0.5), 5: ("hamming", 1.0)}
-_FILTER_CODES = {name: code for code, (name, _) in _FILTERS.items()} | {"antialias": 1, "linear": 2, "cubic": 3}
+_FILTER_CODES = {name: code for code, (name, _) in FILTERS.items()} | {"antialias": 1, "linear": 2, "cubic": 3}
 _SETTINGS = ("do_resize", "size", "resample", "do_center_crop", "crop_size", "do_rescale", "rescale_factor",
              "do_normalize", "image_mean", "image_std")
 # options of ours that transformers lacks: written to json only when not at their default
-_OPTIONAL = {"crop_rounding": "floor", "fast_resize": False}
+_OPTIONAL = {"crop_rounding": "floor", "fast_resize": False, "num_threads": None}
 _LOADER_KWARGS = ("revision", "cache_dir", "local_files_only", "token")
 _IGNORED_KWARGS = ("trust_remote_code", "use_fast", "force_download", "proxies", "resume_download",
                    "_from_auto", "_from_pipeline", "return_unused_kwargs")
@@ -105,7 +103,11 @@ class EfficientFormerImageProcessor:
         crop_rounding: "floor" (transformers) or "round" (torchvision/timm: half to even) for crop offsets
             when the margin is odd. Default "floor".
         fast_resize: resample only the cropped region with Pillow's `box` (about 1.5x faster for crops, but
-            about 0.01% of values differ by 1/255 from transformers). Default False (exact).
+            about 0.01% of values differ by 1/255 from transformers). Used for bicubic/lanczos downscales by 1.25x
+            or more that keep the aspect ratio (the hub setting), where it stays within one 8-bit level; other
+            resizes stay exact. Default False (exact).
+        num_threads: a batch is spread over this many threads, image by image (`efficientformer.resize`; the
+            numbers do not change). Default None: the usable cores, at most 4; 1 for no threads.
         **kwargs: other keys of a preprocessor_config.json; kept and written back by `save_pretrained`.
 
     Example:
@@ -119,7 +121,8 @@ class EfficientFormerImageProcessor:
     def __init__(self, do_resize: bool = True, size: Any = None, resample: Any = 3, do_center_crop: bool = True,
                  do_rescale: bool = True, rescale_factor: float = 1 / 255, crop_size: Any = None,
                  do_normalize: bool = True, image_mean: Any = None, image_std: Any = None,
-                 crop_rounding: str = "floor", fast_resize: bool = False, **kwargs: Any) -> None:
+                 crop_rounding: str = "floor", fast_resize: bool = False, num_threads: int | None = None,
+                 **kwargs: Any) -> None:
         kwargs.pop("feature_extractor_type", None)
         kwargs.pop("image_processor_type", None)
         self._processor_class = kwargs.pop("processor_class", kwargs.pop("_processor_class", None))
@@ -137,6 +140,7 @@ class EfficientFormerImageProcessor:
             image_std if image_std is not None else list(IMAGENET_DEFAULT_STD))
         self.crop_rounding = _rounding(crop_rounding)
         self.fast_resize = bool(fast_resize)
+        self.num_threads = _threads(num_threads)
         self._extra = {key: value for key, value in kwargs.items()}
 
     # ------------------------------------------------------------------ preprocessing
@@ -149,14 +153,16 @@ class EfficientFormerImageProcessor:
                    rescale_factor: float | None = None, do_normalize: bool | None = None, image_mean: Any = None,
                    image_std: Any = None, return_tensors: str | None = None,
                    data_format: str | None = "channels_first", input_data_format: str | None = None,
-                   crop_rounding: str | None = None, fast_resize: bool | None = None) -> BatchFeature:
+                   crop_rounding: str | None = None, fast_resize: bool | None = None,
+                   num_threads: int | None = None) -> BatchFeature:
         """Preprocess one image or a batch.
 
         Args:
             images: a file path, PIL image, numpy array ((H, W, C), (C, H, W) or (H, W); uint8, uint16 or float),
                 torch/TF tensor, a 4-D (N, C, H, W) / (N, H, W, C) batch, or a list mixing them. Grayscale, RGBA
                 (alpha dropped) and 16-bit images (values >> 8) are converted to 8-bit RGB first.
-            do_resize ... image_std, crop_rounding, fast_resize: override the processor's settings for this call.
+            do_resize ... image_std, crop_rounding, fast_resize, num_threads: override the processor's settings
+                for this call.
             return_tensors: None (a list of arrays, as transformers), "np" (one float32 array), "pt" (torch),
                 "tf" (TensorFlow) or "jax".
             data_format: "channels_first" (default), "channels_last", or None (the input's own layout).
@@ -182,6 +188,7 @@ class EfficientFormerImageProcessor:
         std = self.image_std if image_std is None else image_std
         rounding = self.crop_rounding if crop_rounding is None else _rounding(crop_rounding)
         fast = self.fast_resize if fast_resize is None else fast_resize
+        threads = _threads(self.num_threads if num_threads is None else num_threads) or default_threads()
         if do_rescale and rescale_factor is None:
             raise ConfigError("do_rescale=True needs a rescale_factor (usually 1/255).")
         mean3 = _per_channel(mean, "image_mean") if do_normalize else None
@@ -197,8 +204,8 @@ class EfficientFormerImageProcessor:
                           "for such inputs.", stacklevel=2)
         settings = dict(do_rescale=bool(do_rescale), rescale_factor=rescale_factor, do_normalize=bool(do_normalize),
                         mean=mean3, std=std3)
-        arrays = [self._one(p, do_resize, size, resample, do_center_crop, crop_size, rounding, fast, settings,
-                            out_layout or p.layout) for p in pixels]
+        arrays = thread_map(lambda p: self._one(p, do_resize, size, resample, do_center_crop, crop_size, rounding,
+                                                fast, settings, out_layout or p.layout), pixels, threads)
         if tensor_kind is None:
             return BatchFeature(pixel_values=arrays)
         shapes = {a.shape for a in arrays}
@@ -223,7 +230,7 @@ class EfficientFormerImageProcessor:
             image = data if isinstance(data, Image.Image) else Image.fromarray(np.ascontiguousarray(data))
             box = _crop_box(out_h, out_w, crop_size, rounding) if do_center_crop else None
             if box is not None and _fits(box, out_h, out_w):
-                array = np.asarray(_resize_cropped(image, out_w, out_h, resample, box, fast))
+                array = resize_crop(image, out_w, out_h, resample, box, fast)
             else:
                 array = np.asarray(image.resize((out_w, out_h), resample=resample))
                 array = _center_crop(array, crop_size, rounding) if do_center_crop else array
@@ -405,7 +412,7 @@ def _resample_code(resample: Any) -> int:
             code = int(resample)
         except (TypeError, ValueError):
             code = -1
-        if code in _FILTERS:
+        if code in FILTERS:
             return code
     raise ConfigError(f"resample={resample!r} is not a Pillow filter; use 0 nearest, 1 lanczos, 2 bilinear, "
                       "3 bicubic, 4 box or 5 hamming.")
@@ -465,6 +472,14 @@ def _resize_shape(height: int, width: int, size: dict) -> tuple[int, int]:
     return short_side, int(short_side * width / height)
 
 
+def _threads(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"num_threads must be a positive whole number or None (all cores, at most 4), got {value!r}.")
+    return value
+
+
 def _crop_offset(margin: int, rounding: str) -> int:
     return margin // 2 if rounding == "floor" else int(round(margin / 2.0))
 
@@ -493,22 +508,6 @@ def _center_crop(array: np.ndarray, crop: dict, rounding: str) -> np.ndarray:
     padded[pad_top:pad_top + height, pad_left:pad_left + width] = array
     top, bottom, left, right = top + pad_top, bottom + pad_top, left + pad_left, right + pad_left
     return padded[max(0, top):min(new_h, bottom), max(0, left):min(new_w, right)]
-
-
-def _resize_cropped(image: Image.Image, out_w: int, out_h: int, resample: int,
-                    box: tuple[int, int, int, int], fast: bool) -> Image.Image:
-    """The `box` crop of `image.resize((out_w, out_h), resample)`.
-
-    Exact mode resizes the whole image as transformers does, then crops. Fast mode resamples only the crop
-    region with Pillow's `box` argument: the same filter, but Pillow computes the sample positions from
-    float32 box coordinates, so a few values (about 0.01 % on photos) differ by one 8-bit level.
-    """
-    if not fast:
-        return image.resize((out_w, out_h), resample=resample).crop(box)
-    left, top, right, bottom = box
-    sx, sy = image.width / out_w, image.height / out_h
-    return image.resize((right - left, bottom - top), resample=resample,
-                        box=(left * sx, top * sy, right * sx, bottom * sy))
 
 
 # ---------------------------------------------------------------------- pixel values

@@ -102,6 +102,11 @@ class _Printer:
             self.write(json.dumps(self.records, indent=2))
 
 
+def _display_name(path: str, bundled: bool) -> str:
+    """The bundled samples by file name; other paths as given."""
+    return os.path.join("sample-images", os.path.basename(path)) if bundled else path
+
+
 def _progress(total: int):
     if total < PROGRESS_MIN_IMAGES:
         return None
@@ -126,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
             raise CheckpointError("no default model is bundled with this installation yet; pass --model with a "
                                   "folder, hub id or weights file, e.g. --model snap-research/efficientformer-l1-300.")
     paths, missing = expand_inputs(args.inputs or [sample_images_path()])
+    shown = {path: _display_name(path, bundled=not args.inputs) for path in paths}
     failed = 0
     for item, reason in missing:
         print(f"efficientformer predict: skipped {item}: {reason}", file=sys.stderr)
@@ -142,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             print(line, flush=True)
 
-    printer = _Printer(args.format, max(len("image"), *(len(p) for p in paths)), write)
+    printer = _Printer(args.format, max(len("image"), *(len(name) for name in shown.values())), write)
     try:
         for start in range(0, len(paths), args.batch_size):
             chunk = paths[start:start + args.batch_size]
@@ -163,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
                     failed += len(opened)
                 else:
                     for path, predictions in zip(names, ranked):
-                        printer.add(path, predictions)
+                        printer.add(shown[path], predictions)
             if bar is not None:
                 bar.update(len(chunk))
     finally:
