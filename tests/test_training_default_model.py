@@ -35,3 +35,19 @@ def test_predict_without_model_names_every_sample_image(capsys):
     records = json.loads(capsys.readouterr().out)
     predicted = {Path(r["image"]).stem: _slug(r["predictions"][0]["label"]) for r in records}
     assert predicted == {p.stem: p.stem for p in samples}  # each file is named by its true class
+
+
+FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (FASHION_MNIST / "t10k-images-idx3-ubyte.gz").is_file(),
+                    reason="Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
+def test_eval_reproduces_the_recorded_accuracy(capsys, tmp_path):
+    """`efficientformer eval` of the bundled model on the 10,000 test images: 94.03% top-1, as recorded."""
+    from efficientformer.cli import main
+
+    assert main(["eval", str(FASHION_MNIST), "--device", "cpu", "--confusion", str(tmp_path / "confusion.png")]) == 0
+    out = capsys.readouterr().out
+    assert "(10000 images)" in out and "top-1: 94.03%" in out and "top-5: 99.97%" in out
+    assert (tmp_path / "confusion.png").stat().st_size > 10_000
