@@ -47,6 +47,8 @@ def thread_map(func, items: list, threads: int) -> list:
     if threads <= 1 or len(items) <= 1:
         return [func(item) for item in items]
     if _POOL is None or _POOL[0] != os.getpid() or _POOL[1]._max_workers < threads:  # noqa: SLF001
+        if _POOL is not None and _POOL[0] == os.getpid():
+            _POOL[1].shutdown(wait=False)  # replaced by a larger pool
         _POOL = (os.getpid(), ThreadPoolExecutor(max_workers=threads, thread_name_prefix="efficientformer-resize"))
     return list(_POOL[1].map(func, items))
 
