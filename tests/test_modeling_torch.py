@@ -107,6 +107,30 @@ def test_missing_hub_id_offline_says_so(fixtures_dir, monkeypatch):
         EfficientFormerModel.from_pretrained("efficientformer-fixtures/not-there", cache_dir=str(fixtures_dir / "hub"))
 
 
+def test_unreachable_hub_uses_the_cache_at_once_and_says_why_otherwise(fixtures_dir, monkeypatch):
+    """Without network (here: an endpoint that does not resolve) cached ids load with no HF_HUB_OFFLINE, and
+    missing ones fail at once, naming the host, instead of after huggingface_hub's retries."""
+    import time
+
+    from efficientformer import hub
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    for proxy in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(proxy, raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "https://hub.invalid")
+    hub._unreachable_hub.cache_clear()
+    try:
+        model = EfficientFormerForImageClassificationWithTeacher.from_pretrained(
+            "efficientformer-fixtures/hf-tiny", cache_dir=str(fixtures_dir / "hub"))
+        assert model.config.num_labels == 3
+        started = time.perf_counter()
+        with pytest.raises(CheckpointError, match="hub.invalid cannot be reached"):
+            EfficientFormerModel.from_pretrained("efficientformer-fixtures/not-there", cache_dir=str(fixtures_dir / "hub"))
+        assert time.perf_counter() - started < 5
+    finally:
+        hub._unreachable_hub.cache_clear()
+
+
 def test_outputs_behave_like_transformers():
     model = EfficientFormerForImageClassificationWithTeacher(tiny_config()).eval()
     with torch.no_grad():

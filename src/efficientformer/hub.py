@@ -7,7 +7,10 @@ Hub ids go through `huggingface_hub` and work offline from its cache (`HF_HUB_OF
 from __future__ import annotations
 
 import os
+import socket
+from functools import lru_cache
 from typing import Iterable
+from urllib.parse import urlparse
 
 from .errors import CheckpointError, require
 
@@ -37,9 +40,10 @@ def resolve_file(name_or_path: str | os.PathLike, filename: str, *, required: bo
         raise CheckpointError(f"{name} does not exist; give an existing folder or file, or a hub id as 'org/name'.")
     hub = require("huggingface_hub", "torch", "loading by hub id")
     errors = require("huggingface_hub.errors", "torch", "loading by hub id")
+    unreachable = None if local_files_only else _unreachable_hub()
     try:
         return hub.hf_hub_download(name, filename, revision=revision, cache_dir=cache_dir,
-                                   local_files_only=local_files_only, token=token)
+                                   local_files_only=local_files_only or unreachable is not None, token=token)
     except errors.LocalEntryNotFoundError:
         if not required and _cached_snapshot(name, revision, cache_dir):
             return None
@@ -48,8 +52,9 @@ def resolve_file(name_or_path: str | os.PathLike, filename: str, *, required: bo
         if offline:
             raise CheckpointError(f"{name}/{filename} is not in {where} and the hub is offline; download it once "
                                   "with network access, or point at a local folder.") from None
-        raise CheckpointError(f"{name}/{filename} could not be downloaded (no network?) and is not in {where}; "
-                              "set HF_HUB_OFFLINE=1 to use a cached copy, or point at a local folder.") from None
+        reason = f"{unreachable} cannot be reached" if unreachable else "no network?"
+        raise CheckpointError(f"{name}/{filename} could not be downloaded ({reason}) and is not in {where}; "
+                              "download it once with network access, or point at a local folder.") from None
     except errors.EntryNotFoundError:  # after LocalEntryNotFoundError, its subclass
         if required:
             raise CheckpointError(f"hub repository {name} has no {filename}.") from None
@@ -60,6 +65,25 @@ def resolve_file(name_or_path: str | os.PathLike, filename: str, *, required: bo
         if not required:
             return None
         raise CheckpointError(f"could not get {filename} from {name}: {err}") from None
+
+
+@lru_cache(maxsize=1)
+def _unreachable_hub() -> str | None:
+    """The hub's host name when it cannot even be resolved (no network), else None; checked once per process.
+
+    Without this, huggingface_hub retries every file with back-off for tens of seconds before failing; with it,
+    a machine without network goes straight to the cache. Behind a proxy the check is left to the proxy.
+    """
+    if any(os.environ.get(var) for var in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return None
+    host = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co").hostname
+    if not host:
+        return None
+    try:
+        socket.getaddrinfo(host, 443)
+    except OSError:
+        return host
+    return None
 
 
 def _cached_snapshot(name: str, revision: str | None, cache_dir: str | None) -> bool:
