@@ -136,8 +136,12 @@ def test_truncated_files_give_a_clear_error(timm_small, tmp_path, filename):
 def test_wrong_files_give_a_clear_error(tmp_path):
     text = tmp_path / "notes.pth"
     text.write_text("not a checkpoint")
-    with pytest.raises(CheckpointError, match="notes.pth"):
+    with pytest.raises(CheckpointError, match="notes.pth is not a weights file"):
         load_checkpoint(text)
+    image = tmp_path / "photo.pth"  # an image passed as weights by mistake is named as one
+    image.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
+    with pytest.raises(CheckpointError, match="photo.pth is a PNG image, not a weights file"):
+        load_checkpoint(image)
     other = tmp_path / "resnet.safetensors"
     safetensors_torch.save_file({"fc.weight": torch.zeros(2, 2), "conv1.weight": torch.zeros(1)}, str(other))
     with pytest.raises(CheckpointError, match="resnet.safetensors is not an EfficientFormer checkpoint"):

@@ -90,7 +90,26 @@ def read_state_dict(path: str | os.PathLike, *, allow_training_args: bool = Fals
         raise CheckpointError(f"{path} does not exist; give the path of a weights file, a folder or a hub id.")
     if _is_safetensors(path):
         return _read_safetensors(path)
+    _check_pickle_header(path)
     return _unwrap(_read_pickle(path, allow_training_args), path)
+
+
+def _check_pickle_header(path: str) -> None:
+    """A PyTorch file is a zip archive (torch.save) or a pickle (protocol 2+ starts with 0x80); anything else,
+    an image or a text file given by mistake, is named as such before torch tries to read it."""
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+    if head[:2] == b"PK" or head[:1] == b"\x80":
+        return
+    kinds = {b"\x89PNG": "a PNG image", b"\xff\xd8": "a JPEG image", b"GIF8": "a GIF image", b"RIFF": "a RIFF (WebP) file",
+             b"BM": "a BMP image", b"II*": "a TIFF image", b"MM\x00*": "a TIFF image"}
+    kind = next((name for magic, name in kinds.items() if head.startswith(magic)), None)
+    if kind is None:
+        kind = "empty" if not head else "not a weights file" + (" (it starts with text)" if head.isascii() else "")
+    else:
+        kind = f"{kind}, not a weights file"
+    raise CheckpointError(f"{path} is {kind}; give a .safetensors, .bin, .pth or .pt weights file, a checkpoint "
+                          "folder or a hub id.")
 
 
 def _is_safetensors(path: str) -> bool:
