@@ -58,7 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--mean", type=_floats, default=None, help="normalization mean, 1 or 3 values (ImageNet's)")
     g.add_argument("--std", type=_floats, default=None, help="normalization std, 1 or 3 values (ImageNet's)")
     g.add_argument("--cache-images", action="store_true", help="decode all image files into memory once")
-    g.add_argument("--workers", type=int, default=4, help="image-decoding processes (default: 4)")
+    g.add_argument("--workers", type=int, default=4, help="image-decoding processes (default: 4, at most the usable cores)")
 
     g = parser.add_argument_group("optimization")
     g.add_argument("--epochs", type=int, default=10)
