@@ -191,9 +191,36 @@ def test_bad_settings_and_ragged_batches():
         EfficientFormerImageProcessor.from_pretrained(FIXTURES / "images")
 
 
+def test_numpy_resample_is_pillow_bit_for_bit(fixtures_dir):
+    """`efficientformer.resample` against Pillow's own resize + crop: photos, gray, portrait and noise images,
+    upscales and downscales of any aspect (both pass orders), bilinear, bicubic and box."""
+    from PIL import Image
+
+    from efficientformer import resample
+
+    rng = np.random.default_rng(0)
+    photos = [Image.open(fixtures_dir / "images" / name) for name in ("chelsea.png", "camera.png", "rocket.jpg")]
+    images = photos + [photos[0].transpose(Image.Transpose.TRANSPOSE),
+                       Image.fromarray(rng.integers(0, 256, (777, 333, 3), dtype=np.uint8))]
+    checked = 0
+    for image in images:
+        pixels = np.asarray(image)
+        sizes = [(int(w), int(h)) for w, h in rng.integers(16, 2 * max(image.size), (12, 2))]
+        sizes += [(image.width * 256 // image.height, 256), (256, image.height * 256 // image.width)]
+        for out_w, out_h in sizes:
+            crop_w, crop_h = min(out_w, 224), min(out_h, 200)
+            box = ((out_w - crop_w) // 2, (out_h - crop_h) // 2, (out_w - crop_w) // 2 + crop_w,
+                   (out_h - crop_h) // 2 + crop_h)
+            for filter_code in (2, 3, 4):
+                expected = np.asarray(image.resize((out_w, out_h), filter_code).crop(box))
+                np.testing.assert_array_equal(resample.resize_crop(pixels, out_w, out_h, filter_code, box), expected)
+                checked += 1
+    assert checked == 5 * 14 * 3
+
+
 def test_fast_resize_stays_within_one_level_where_used(fixtures_dir):
-    """Fast mode (Pillow's box) against exact mode over many shortest-edge scales and both smooth filters;
-    resizes outside fast mode's domain (box filter, upscaling, aspect change) come out exact."""
+    """Fast mode (Pillow's box, for the filters Pillow computes) against exact mode over many shortest-edge
+    scales; resizes outside its domain (upscaling, aspect change) come out exact."""
     from PIL import Image
 
     from efficientformer.resize import resize_crop
@@ -206,10 +233,9 @@ def test_fast_resize_stays_within_one_level_where_used(fixtures_dir):
                 short * image.width // image.height, short)
             crop = min(out_w, out_h, 224)
             box = ((out_w - crop) // 2, (out_h - crop) // 2, (out_w - crop) // 2 + crop, (out_h - crop) // 2 + crop)
-            for resample in (1, 3):
-                exact = np.asarray(image.resize((out_w, out_h), resample).crop(box)).astype(int)
-                worst = max(worst, np.abs(resize_crop(image, out_w, out_h, resample, box, True) - exact).max())
-        for out_w, out_h, resample in ((336, 224, 4), (900, 700, 3), (500, 160, 3)):
+            exact = np.asarray(image.resize((out_w, out_h), 1).crop(box)).astype(int)
+            worst = max(worst, np.abs(resize_crop(image, out_w, out_h, 1, box, True) - exact).max())
+        for out_w, out_h, resample in ((900, 700, 1), (500, 160, 1), (336, 224, 5)):
             box = (0, 0, 160, 150)
             exact = np.asarray(image.resize((out_w, out_h), resample).crop(box))
             np.testing.assert_array_equal(resize_crop(image, out_w, out_h, resample, box, True), exact)
@@ -218,9 +244,12 @@ def test_fast_resize_stays_within_one_level_where_used(fixtures_dir):
 
 def test_threads_spread_a_batch_without_changing_values(fixtures_dir):
     paths = [fixtures_dir / "images" / name for name in ("chelsea.png", "coffee.png", "astronaut.png", "rocket.jpg")]
-    one = EfficientFormerImageProcessor(**HUB, num_threads=1)(paths, return_tensors="np").pixel_values
-    four = EfficientFormerImageProcessor(**HUB, num_threads=4)(paths, return_tensors="np").pixel_values
-    np.testing.assert_array_equal(one, four)
+    for resample in (3, 1):  # numpy-computed and Pillow-computed filters
+        one = EfficientFormerImageProcessor(**{**HUB, "resample": resample})(paths, return_tensors="np")
+        four = EfficientFormerImageProcessor(**{**HUB, "resample": resample}, num_threads=4)(paths, return_tensors="np")
+        np.testing.assert_array_equal(one.pixel_values, four.pixel_values)
+    assert EfficientFormerImageProcessor(**HUB).num_threads == 1
     assert EfficientFormerImageProcessor(**HUB, num_threads=3).to_dict()["num_threads"] == 3
+    assert "num_threads" not in EfficientFormerImageProcessor(**HUB).to_dict()  # defaults stay out of the json
     with pytest.raises(ConfigError, match="num_threads"):
         EfficientFormerImageProcessor(num_threads=0)

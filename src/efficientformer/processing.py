@@ -38,7 +38,7 @@ _FILTER_CODES = {name: code for code, (name, _) in FILTERS.items()} | {"antialia
 _SETTINGS = ("do_resize", "size", "resample", "do_center_crop", "crop_size", "do_rescale", "rescale_factor",
              "do_normalize", "image_mean", "image_std")
 # options of ours that transformers lacks: written to json only when not at their default
-_OPTIONAL = {"crop_rounding": "floor", "fast_resize": False, "num_threads": None}
+_OPTIONAL = {"crop_rounding": "floor", "fast_resize": False, "num_threads": 1}
 _LOADER_KWARGS = ("revision", "cache_dir", "local_files_only", "token")
 _IGNORED_KWARGS = ("trust_remote_code", "use_fast", "force_download", "proxies", "resume_download",
                    "_from_auto", "_from_pipeline", "return_unused_kwargs")
@@ -102,12 +102,13 @@ class EfficientFormerImageProcessor:
         image_mean, image_std: 3 floats (or one for all channels). Default ImageNet's.
         crop_rounding: "floor" (transformers) or "round" (torchvision/timm: half to even) for crop offsets
             when the margin is odd. Default "floor".
-        fast_resize: resample only the cropped region with Pillow's `box` (about 1.5x faster for crops, but
-            about 0.01% of values differ by 1/255 from transformers). Used for bicubic/lanczos downscales by 1.25x
-            or more that keep the aspect ratio (the hub setting), where it stays within one 8-bit level; other
-            resizes stay exact. Default False (exact).
-        num_threads: a batch is spread over this many threads, image by image (`efficientformer.resize`; the
-            numbers do not change). Default None: the usable cores, at most 4; 1 for no threads.
+        fast_resize: for the filters that Pillow computes (lanczos, hamming), resample only the cropped region
+            with Pillow's `box` where that stays within one 8-bit level of transformers (downscales by 1.25x
+            or more that keep the aspect ratio). Bicubic, bilinear and box resizes are exact and fast either
+            way (`efficientformer.resample`). Default False.
+        num_threads: spread a batch over this many threads, image by image (the numbers do not change); it
+            helps the Pillow-computed filters, whose resize releases the GIL. None: the usable cores, at most
+            4. Default 1.
         **kwargs: other keys of a preprocessor_config.json; kept and written back by `save_pretrained`.
 
     Example:
@@ -121,7 +122,7 @@ class EfficientFormerImageProcessor:
     def __init__(self, do_resize: bool = True, size: Any = None, resample: Any = 3, do_center_crop: bool = True,
                  do_rescale: bool = True, rescale_factor: float = 1 / 255, crop_size: Any = None,
                  do_normalize: bool = True, image_mean: Any = None, image_std: Any = None,
-                 crop_rounding: str = "floor", fast_resize: bool = False, num_threads: int | None = None,
+                 crop_rounding: str = "floor", fast_resize: bool = False, num_threads: int | None = 1,
                  **kwargs: Any) -> None:
         kwargs.pop("feature_extractor_type", None)
         kwargs.pop("image_processor_type", None)
@@ -227,11 +228,11 @@ class EfficientFormerImageProcessor:
         if do_resize:
             height, width = pixels.size
             out_h, out_w = _resize_shape(height, width, size)
-            image = data if isinstance(data, Image.Image) else Image.fromarray(np.ascontiguousarray(data))
             box = _crop_box(out_h, out_w, crop_size, rounding) if do_center_crop else None
             if box is not None and _fits(box, out_h, out_w):
-                array = resize_crop(image, out_w, out_h, resample, box, fast)
+                array = resize_crop(data, out_w, out_h, resample, box, fast)
             else:
+                image = data if isinstance(data, Image.Image) else Image.fromarray(np.ascontiguousarray(data))
                 array = np.asarray(image.resize((out_w, out_h), resample=resample))
                 array = _center_crop(array, crop_size, rounding) if do_center_crop else array
         else:

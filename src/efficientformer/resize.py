@@ -1,13 +1,14 @@
 """The processor's resize + center crop, and the threads that spread a batch over the cores.
 
-Exact mode is transformers' own: Pillow resizes the whole image, then the center is cropped. Pillow chooses the
-order of its two separable passes from the sizes (Pillow 12.3 changed how), so an image is never cut into
-pieces: a batch is spread over threads image by image (Pillow releases the GIL while it resamples), which
-changes no value.
+Exact mode gives transformers' numbers: Pillow's resize of the whole image, then the center crop. Bicubic,
+bilinear and box resizes (the hub setting is bicubic) are computed by `efficientformer.resample`, bit for bit
+and only inside the crop; the others (lanczos, hamming, nearest) by Pillow itself. A batch is spread over threads image by image
+(Pillow and BLAS release the GIL), which changes no value.
 
-Fast mode (`fast=True`) resamples only the crop region with Pillow's `box` argument, for resizes where that
-stays within one 8-bit level of exact mode (see FAST_FILTERS below): Pillow places the samples from float32 box
-coordinates, so about 0.01% of values differ by one level, at most 1/255/std after normalization.
+Fast mode (`fast=True`), for the filters Pillow computes, resamples only the crop region with Pillow's `box`
+argument where that stays within one 8-bit level of exact mode (see FAST_FILTERS below): Pillow places the
+samples from float32 box coordinates, so a few values differ by one level, at most 1/255/std after
+normalization.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from PIL import Image
+
+from . import resample as resample_module
 
 # Pillow's resampling filters: code -> (name, filter support in input pixels at scale 1)
 FILTERS = {0: ("nearest", 0.0), 1: ("lanczos", 3.0), 2: ("bilinear", 1.0), 3: ("bicubic", 2.0),
@@ -53,13 +56,24 @@ def thread_map(func, items: list, threads: int) -> list:
     return list(_POOL[1].map(func, items))
 
 
-def resize_crop(image: Image.Image, out_w: int, out_h: int, resample: int, box: tuple[int, int, int, int],
-                fast: bool) -> np.ndarray:
+def resize_crop(image: Image.Image | np.ndarray, out_w: int, out_h: int, resample: int,
+                box: tuple[int, int, int, int], fast: bool) -> np.ndarray:
     """`np.asarray(image.resize((out_w, out_h), resample).crop(box))`, with `box` inside the resized image.
 
-    Exact unless `fast` and the resize qualifies for fast mode (module docstring).
+    Args:
+        image: a PIL image of mode "RGB" or "L", or a uint8 array (H, W, 3) or (H, W).
+
+    Bicubic, bilinear and box resizes run in numpy, bit for bit (`efficientformer.resample`); others run in
+    Pillow, with only the crop region resampled when `fast` qualifies (module docstring), else the whole
+    image as transformers does.
     """
-    sx, sy = image.width / out_w, image.height / out_h
+    array = image if isinstance(image, np.ndarray) else None
+    width, height = (image.shape[1], image.shape[0]) if array is not None else image.size
+    if resample_module.supported(resample) and (array is None or array.dtype == np.uint8):
+        return resample_module.resize_crop(image, out_w, out_h, resample, box)
+    if array is not None:
+        image = Image.fromarray(np.ascontiguousarray(array))
+    sx, sy = width / out_w, height / out_h
     if fast and resample in FAST_FILTERS and min(sx, sy) >= MIN_FAST_SCALE and abs(sx / sy - 1) <= MAX_ASPECT_CHANGE:
         left, top, right, bottom = box
         return np.asarray(image.resize((right - left, bottom - top), resample=resample,
