@@ -1,7 +1,8 @@
 """`EfficientFormerImageProcessor`: transformers 4.x preprocessing (resize, center crop, rescale, normalize).
 
 Numbers are those of transformers 4.57's `EfficientFormerImageProcessor`: the resize is Pillow's on 8-bit
-pixels (bit-identical), crop offsets round down, and rescale + normalize run through a 256-entry table per channel built with transformers' own float
+pixels, bit for bit (bicubic, bilinear and box computed by `efficientformer.resample` for the cropped pixels
+only, the other filters by Pillow), crop offsets round down, and rescale + normalize run through a 256-entry table per channel built with transformers' own float
 arithmetic (float64 rescale, float32 normalize), so 8-bit inputs give exactly transformers' float32 output.
 `preprocessor_config.json` files are read and written in the transformers format.
 
