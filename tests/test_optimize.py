@@ -57,6 +57,22 @@ def test_folding_covers_every_option():
     assert rel(optimize(model)(x), outputs(model, x)) < 1e-4
 
 
+def test_matmul_attention_and_gelu_epilogue_compute_the_same_function():
+    """The GPU-oriented options: explicit attention and GELU inside the matrix product (exact GELU on the CPU),
+    in float32 equal to the eager model, also at a resized token grid; a non-GELU model ignores the epilogue."""
+    model = tiny()
+    fast = optimize(model, attention="matmul", gelu_epilogue=True)
+    assert all(block.gelu_epilogue for block in fast.fused.blocks3d)
+    for size in [(64, 64), (96, 72)]:
+        x = torch.randn(2, 3, *size)
+        assert rel(fast(x), outputs(model, x)) < 1e-5
+    relu_model = tiny(hidden_act="relu")
+    relu_fast = optimize(relu_model, gelu_epilogue=True)
+    assert not any(block.gelu_epilogue for block in relu_fast.fused.blocks3d)
+    x = torch.randn(2, 3, 64, 64)
+    assert rel(relu_fast(x), outputs(relu_model, x)) < 1e-5
+
+
 def test_source_model_is_untouched_and_still_trains():
     model = tiny()
     model.train()
@@ -108,6 +124,7 @@ def test_package_level_functions_stay_functions():
     ({"compile": "fastest"}, "torch.compile mode"),
     ({"cuda_graphs": True, "device": "cpu"}, "CUDA device"),
     ({"kernels": "cuda"}, "kernels"),
+    ({"attention": "flash"}, "attention"),
 ])
 def test_bad_settings_are_refused(kwargs, message):
     with pytest.raises(ConfigError, match=message):
