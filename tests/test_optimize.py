@@ -61,6 +61,8 @@ def test_matmul_attention_and_gelu_epilogue_compute_the_same_function():
     """The GPU-oriented options: explicit attention and GELU inside the matrix product (exact GELU on the CPU),
     in float32 equal to the eager model, also at a resized token grid; a non-GELU model ignores the epilogue."""
     model = tiny()
+    default = optimize(model)  # on the CPU: SDPA and separate GELU (the GPU defaults are matmul + epilogue)
+    assert default.fused.blocks3d[0].attention == "sdpa" and not default.fused.blocks3d[0].gelu_epilogue
     fast = optimize(model, attention="matmul", gelu_epilogue=True)
     assert all(block.gelu_epilogue for block in fast.fused.blocks3d)
     for size in [(64, 64), (96, 72)]:

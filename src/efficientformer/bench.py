@@ -44,8 +44,9 @@ OUR_MODES: dict[str, dict[str, Any] | None] = {
     "fused+triton+graphs": {"kernels": "triton", "cuda_graphs": True},
     "fused+triton+compile": {"kernels": "triton", "compile": "default"},
     "fused+triton+compile+graphs": {"kernels": "triton", "compile": "default", "cuda_graphs": True},
-    "fused+triton+epilogue+compile+graphs": {"kernels": "triton", "attention": "matmul", "gelu_epilogue": True,
-                                             "compile": "default", "cuda_graphs": True},
+    # the run-3 configuration, before attention="matmul" and gelu_epilogue became the CUDA defaults (A/B)
+    "fused+triton+sdpa+compile+graphs": {"kernels": "triton", "attention": "sdpa", "gelu_epilogue": False,
+                                         "compile": "default", "cuda_graphs": True},
     "fused+triton256+compile+graphs": {"kernels": "triton", "triton_max_channels": 256, "compile": "default",
                                        "cuda_graphs": True},
     "onnxruntime": {},
@@ -60,7 +61,7 @@ TIMM_MODES: dict[str, tuple[bool, str | None, bool]] = {
 }
 CUDA_ONLY = {"fused+compile+graphs", "fused+max-autotune+graphs", "compile+cl+graphs", "fused+triton",
              "fused+triton+graphs", "fused+triton+compile", "fused+triton+compile+graphs",
-             "fused+triton+epilogue+compile+graphs",
+             "fused+triton+sdpa+compile+graphs",
              "fused+triton256+compile+graphs"}
 
 
