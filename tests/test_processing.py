@@ -218,6 +218,21 @@ def test_numpy_resample_is_pillow_bit_for_bit(fixtures_dir):
     assert checked == 5 * 14 * 3
 
 
+def test_numpy_resample_steps_aside_when_pillow_computes_differently(monkeypatch):
+    """The once-per-process check against the installed Pillow: with a wrong pass order it fails, and every
+    resize then goes to Pillow (exact either way)."""
+    from efficientformer import resample
+
+    monkeypatch.setattr(resample, "vertical_first", lambda *sizes: False)  # as Pillow < 13 would order them
+    resample._matches_installed_pillow.cache_clear()
+    try:
+        assert not resample.supported(3)
+    finally:
+        monkeypatch.undo()
+        resample._matches_installed_pillow.cache_clear()
+    assert resample.supported(3) and not resample.supported(1)
+
+
 def test_fast_resize_stays_within_one_level_where_used(fixtures_dir):
     """Fast mode (Pillow's box, for the filters Pillow computes) against exact mode over many shortest-edge
     scales; resizes outside its domain (upscaling, aspect change) come out exact."""

@@ -15,6 +15,8 @@ The order of the passes is Pillow's: horizontal first, except that Pillow 13 and
 first when the height shrinks by more than twice as many pixels as the width (`ImagingResampleInner`).
 Filters: bicubic, bilinear and box, whose weights are plain arithmetic and come out identical in numpy
 (lanczos and hamming call `sin`, whose last bit may differ between C libraries; they stay with Pillow).
+On first use a small comparison with the installed Pillow (both pass orders, every filter) decides whether
+this module is used at all, so a future Pillow that computes differently only makes resizing slower again.
 """
 
 from __future__ import annotations
@@ -32,8 +34,26 @@ _PILLOW_MAJOR = int(PIL.__version__.split(".")[0])
 
 
 def supported(resample: int) -> bool:
-    """Whether `resize_crop` reproduces Pillow for this filter."""
-    return resample in SUPPORTED
+    """Whether `resize_crop` reproduces Pillow for this filter (and, checked once per process, for the
+    installed Pillow: a release that computes differently sends every resize back to Pillow)."""
+    return resample in SUPPORTED and _matches_installed_pillow()
+
+
+@lru_cache(maxsize=1)
+def _matches_installed_pillow() -> bool:
+    """Compare with Pillow on a small random image: both pass orders, shrinking and enlarging, every filter
+    (a few milliseconds, once)."""
+    from PIL import Image
+
+    pixels = np.random.default_rng(0).integers(0, 256, (61, 47, 3), dtype=np.uint8)
+    image = Image.fromarray(pixels)
+    for out_w, out_h in ((31, 37), (45, 20), (70, 90), (29, 61)):  # h first, v first (Pillow 13), up, width only
+        box = (1, 2, out_w - 1, out_h - 2)
+        for resample in SUPPORTED:
+            expected = np.asarray(image.resize((out_w, out_h), resample).crop(box))
+            if not np.array_equal(resize_crop(pixels, out_w, out_h, resample, box), expected):
+                return False
+    return True
 
 
 def vertical_first(in_w: int, in_h: int, out_w: int, out_h: int) -> bool:
