@@ -22,6 +22,7 @@ this module is used at all, so a future Pillow that computes differently only ma
 from __future__ import annotations
 
 import math
+import threading
 from functools import lru_cache
 
 import numpy as np
@@ -124,10 +125,25 @@ def _plan(in_w: int, in_h: int, out_w: int, out_h: int, box: tuple[int, int, int
     return rows, cols, horizontal, vertical
 
 
-def _float64(view: np.ndarray) -> np.ndarray:
+_SCRATCH = threading.local()  # per thread: float64 work arrays by (role, shape), reused from call to call
+
+
+def _scratch(role: str, shape: tuple[int, ...]) -> np.ndarray:
+    """A float64 work array kept between calls: fresh multi-megabyte arrays come from the operating system
+    page by page on every call (mmap), which costs as much as the arithmetic. Contents are overwritten."""
+    arrays = _SCRATCH.__dict__.setdefault("arrays", {})
+    key = (role, shape)
+    if key not in arrays:
+        if len(arrays) >= 12:  # many image sizes: keep the memory bounded
+            arrays.clear()
+        arrays[key] = np.empty(shape)
+    return arrays[key]
+
+
+def _float64(view: np.ndarray, role: str) -> np.ndarray:
     """A C-ordered float64 copy of a (strided) view in one pass (astype + reshape of a transposed view copies
     twice, several times slower)."""
-    out = np.empty(view.shape)
+    out = _scratch(role, view.shape)
     np.copyto(out, view)
     return out
 
@@ -141,7 +157,7 @@ def _to_8bit(values: np.ndarray) -> np.ndarray:
 
 def _horizontal(planes: np.ndarray, bands: list) -> np.ndarray:
     """(rows, in_cols) float64 samples -> (rows, out_cols) 8-bit samples (as float64)."""
-    out = np.empty((planes.shape[0], bands[-1][1]))
+    out = _scratch("horizontal", (planes.shape[0], bands[-1][1]))
     for a, b, i, j, weights in bands:
         np.matmul(planes[:, i:j], weights, out=out[:, a:b])
     return _to_8bit(out)
@@ -149,7 +165,7 @@ def _horizontal(planes: np.ndarray, bands: list) -> np.ndarray:
 
 def _vertical(rows: np.ndarray, bands: list) -> np.ndarray:
     """(in_rows, cols) float64 samples -> (out_rows, cols) 8-bit samples (as float64)."""
-    out = np.empty((bands[-1][1], rows.shape[1]))
+    out = _scratch("vertical", (bands[-1][1], rows.shape[1]))
     for a, b, i, j, weights in bands:
         np.matmul(weights, rows[i:j], out=out[a:b])
     return _to_8bit(out)
@@ -182,11 +198,11 @@ def resize_crop(pixels, out_w: int, out_h: int, resample: int, box: tuple[int, i
     crop_w, crop_h = box[2] - box[0], box[3] - box[1]
     if vertical_first(width, height, out_w, out_h):
         # vertical pass on rows of (column, channel) samples, then horizontal on rows of (row, channel)
-        middle = _vertical(_float64(region).reshape(r1 - r0, -1), vertical)  # (crop_h, cols*C)
-        planes = _float64(middle.reshape(crop_h, c1 - c0, channels).transpose(0, 2, 1))
+        middle = _vertical(_float64(region, "source").reshape(r1 - r0, -1), vertical)  # (crop_h, cols*C)
+        planes = _float64(middle.reshape(crop_h, c1 - c0, channels).transpose(0, 2, 1), "planes")
         out = _horizontal(planes.reshape(-1, c1 - c0), horizontal)  # (crop_h*C, crop_w)
     else:
-        planes = _float64(region.transpose(0, 2, 1)).reshape(-1, c1 - c0)  # (rows*C, cols)
+        planes = _float64(region.transpose(0, 2, 1), "source").reshape(-1, c1 - c0)  # (rows*C, cols)
         middle = _horizontal(planes, horizontal).reshape(r1 - r0, channels * crop_w)
         out = _vertical(middle, vertical)  # (crop_h, C*crop_w)
     result = out.astype(np.uint8).reshape(crop_h, channels, crop_w).transpose(0, 2, 1)
