@@ -12,8 +12,8 @@ PY=.venv/bin/python
 if [ -x ../shared/tools/install-timm.sh ]; then bash ../shared/tools/install-timm.sh "$PY"; fi
 # Fashion-MNIST's test set, for the test that reproduces the bundled model's accuracy (skipped without it)
 if [ ! -d /usr/share/datasets/fashion-mnist ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    timeout 300 apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 \
-        || { timeout 300 apt-get update -qq >/dev/null 2>&1 && timeout 300 apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1; } \
+    timeout 120 apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 \
+        || { timeout 120 apt-get update -qq >/dev/null 2>&1 && timeout 120 apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1; } \
         || echo "note: dataset-fashion-mnist could not be installed; its test will be skipped"
 fi
 "$PY" -c "import torch; assert torch.__version__.startswith('2.13.0'), torch.__version__"
