@@ -2,8 +2,8 @@
 
 Exact mode gives transformers' numbers: Pillow's resize of the whole image, then the center crop. Bicubic,
 bilinear and box resizes (the hub setting is bicubic) are computed by `efficientformer.resample`, bit for bit
-and only inside the crop; the others (lanczos, hamming, nearest) by Pillow itself. A batch is spread over threads image by image
-(Pillow and BLAS release the GIL), which changes no value.
+and only inside the crop; the others (lanczos, hamming, nearest) by Pillow itself. With `num_threads`, a batch
+is spread over threads image by image (Pillow and BLAS release the GIL), which changes no value.
 
 Fast mode (`fast=True`), for the filters Pillow computes, resamples only the crop region with Pillow's `box`
 argument where that stays within one 8-bit level of exact mode (see FAST_FILTERS below): Pillow places the

@@ -31,16 +31,19 @@ def _ints(text: str) -> list[int]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..training.settings import DISTILLATION_MODES, PRECISIONS
+    from ..training.settings import TrainConfig as D  # every default is TrainConfig's (no PyTorch needed)
+
     parser.add_argument("data", metavar="DATA", help="image folder, CSV file, IDX folder or hf:NAME[:CONFIG]")
-    parser.add_argument("--output", "-o", default="runs/train", help="output folder (default: runs/train)")
-    parser.add_argument("--resume", default=None, metavar="auto|PATH",
+    parser.add_argument("--output", "-o", default=D.output_dir, help="output folder (default: %(default)s)")
+    parser.add_argument("--resume", default=D.resume, metavar="auto|PATH",
                         help="continue from OUTPUT/last.pt ('auto') or a checkpoint file")
 
     g = parser.add_argument_group("model")
-    g.add_argument("--model", "-m", default="l1",
+    g.add_argument("--model", "-m", default=D.model,
                    help="preset (l1, l3, l7: new weights) or pretrained folder / hub id / weights file "
-                        "(heads re-initialized for the new classes) (default: l1)")
-    g.add_argument("--config", default=None, help="a config.json to build a new model from")
+                        "(heads re-initialized for the new classes) (default: %(default)s)")
+    g.add_argument("--config", default=D.config, help="a config.json to build a new model from")
     g.add_argument("--depths", type=_ints, default=None, help="new model: blocks per stage, e.g. '2,2,4,3'")
     g.add_argument("--hidden-sizes", type=_ints, default=None, help="new model: widths, e.g. '32,64,128,192'")
     g.add_argument("--num-meta3d-blocks", type=int, default=None, help="new model: attention blocks at the end")
@@ -48,60 +51,67 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--key-dim", type=int, default=None, help="new model: query/key size per head")
     g.add_argument("--no-distillation-head", action="store_true",
                    help="one head (EfficientFormerForImageClassification) instead of class + distillation heads")
-    g.add_argument("--drop-path-rate", type=float, default=None, help="stochastic depth of the last block")
+    g.add_argument("--drop-path-rate", type=float, default=D.drop_path_rate,
+                   help="stochastic depth of the last block")
 
     g = parser.add_argument_group("data")
-    g.add_argument("--val-data", default=None, help="validation source (default: DATA's own split, if any)")
-    g.add_argument("--val-split", type=float, default=0.0, help="hold out this share of DATA for validation")
-    g.add_argument("--image-size", type=int, default=224, help="training input side (default: 224)")
-    g.add_argument("--resample", type=int, default=2, help="Pillow resize filter (2 bilinear, 3 bicubic)")
-    g.add_argument("--mean", type=_floats, default=None, help="normalization mean, 1 or 3 values (ImageNet's)")
-    g.add_argument("--std", type=_floats, default=None, help="normalization std, 1 or 3 values (ImageNet's)")
+    g.add_argument("--val-data", default=D.val_data, help="validation source (default: DATA's own split, if any)")
+    g.add_argument("--val-split", type=float, default=D.val_split,
+                   help="hold out this share of DATA for validation")
+    g.add_argument("--image-size", type=int, default=D.image_size,
+                   help="training input side (default: %(default)s)")
+    g.add_argument("--resample", type=int, default=D.resample, help="Pillow resize filter (2 bilinear, 3 bicubic)")
+    g.add_argument("--mean", type=_floats, default=D.mean, help="normalization mean, 1 or 3 values (ImageNet's)")
+    g.add_argument("--std", type=_floats, default=D.std, help="normalization std, 1 or 3 values (ImageNet's)")
     g.add_argument("--cache-images", action="store_true", help="decode all image files into memory once")
-    g.add_argument("--workers", type=int, default=4, help="image-decoding processes (default: 4, at most the usable cores)")
+    g.add_argument("--workers", type=int, default=D.workers,
+                   help="image-decoding processes, at most the usable cores (default: %(default)s)")
 
     g = parser.add_argument_group("optimization")
-    g.add_argument("--epochs", type=int, default=10)
-    g.add_argument("--batch-size", "-b", type=int, default=128, help="per process (default: 128)")
-    g.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default: 1e-3)")
-    g.add_argument("--min-lr", type=float, default=1e-5, help="learning rate at the end of the cosine")
-    g.add_argument("--warmup-epochs", type=float, default=1.0)
-    g.add_argument("--weight-decay", type=float, default=0.05)
-    g.add_argument("--clip-grad", type=float, default=None, help="clip the gradient norm to this value")
-    g.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
-                   help="autocast precision (fp16 adds a gradient scaler) (default: fp32)")
-    g.add_argument("--ema-decay", type=float, default=0.0, help="EMA of the weights, e.g. 0.9998 (0: off); "
+    g.add_argument("--epochs", type=int, default=D.epochs)
+    g.add_argument("--batch-size", "-b", type=int, default=D.batch_size, help="per process (default: %(default)s)")
+    g.add_argument("--lr", type=float, default=D.lr, help="peak learning rate (default: %(default)s)")
+    g.add_argument("--min-lr", type=float, default=D.min_lr, help="learning rate at the end of the cosine")
+    g.add_argument("--warmup-epochs", type=float, default=D.warmup_epochs)
+    g.add_argument("--weight-decay", type=float, default=D.weight_decay)
+    g.add_argument("--clip-grad", type=float, default=D.clip_grad, help="clip the gradient norm to this value")
+    g.add_argument("--precision", choices=PRECISIONS, default=D.precision,
+                   help="autocast precision (fp16 adds a gradient scaler) (default: %(default)s)")
+    g.add_argument("--ema-decay", type=float, default=D.ema_decay, help="EMA of the weights, e.g. 0.9998 (0: off); "
                    "the exported model is the EMA when on")
 
     g = parser.add_argument_group("augmentation")
-    g.add_argument("--crop-scale", type=_floats, default=[0.08, 1.0],
+    g.add_argument("--crop-scale", type=_floats, default=list(D.crop_scale),
                    help="random resized crop area range, e.g. '0.5,1' ('0' turns the crop off)")
-    g.add_argument("--hflip", type=float, default=0.5, help="horizontal flip probability")
-    g.add_argument("--vflip", type=float, default=0.0, help="vertical flip probability")
-    g.add_argument("--randaugment", type=int, default=0, metavar="N", help="RandAugment operations per image")
-    g.add_argument("--randaugment-magnitude", type=float, default=9.0, metavar="M", help="0..10 (default: 9)")
-    g.add_argument("--random-erase", type=float, default=0.0, help="random erasing probability")
-    g.add_argument("--label-smoothing", type=float, default=0.1)
-    g.add_argument("--mixup", type=float, default=0.0, help="mixup alpha (0: off)")
-    g.add_argument("--cutmix", type=float, default=0.0, help="cutmix alpha (0: off)")
-    g.add_argument("--mix-prob", type=float, default=1.0, help="probability of mixing a batch")
+    g.add_argument("--hflip", type=float, default=D.hflip, help="horizontal flip probability")
+    g.add_argument("--vflip", type=float, default=D.vflip, help="vertical flip probability")
+    g.add_argument("--randaugment", type=int, default=D.randaugment_ops, metavar="N",
+                   help="RandAugment operations per image")
+    g.add_argument("--randaugment-magnitude", type=float, default=D.randaugment_magnitude, metavar="M",
+                   help="0..10 (default: %(default)s)")
+    g.add_argument("--random-erase", type=float, default=D.random_erase, help="random erasing probability")
+    g.add_argument("--label-smoothing", type=float, default=D.label_smoothing)
+    g.add_argument("--mixup", type=float, default=D.mixup, help="mixup alpha (0: off)")
+    g.add_argument("--cutmix", type=float, default=D.cutmix, help="cutmix alpha (0: off)")
+    g.add_argument("--mix-prob", type=float, default=D.mix_prob, help="probability of mixing a batch")
 
     g = parser.add_argument_group("distillation")
-    g.add_argument("--teacher", default=None,
+    g.add_argument("--teacher", default=D.teacher,
                    help="teacher: our model (folder, hub id, weights file, or l1/l3/l7 released weights), or "
                         "timm:NAME (pretrained) / timm:NAME=PATH")
-    g.add_argument("--distillation", choices=("hard", "soft"), default="hard")
-    g.add_argument("--distill-alpha", type=float, default=0.5, help="weight of the teacher term (default: 0.5)")
-    g.add_argument("--distill-tau", type=float, default=1.0, help="temperature of soft distillation")
+    g.add_argument("--distillation", choices=DISTILLATION_MODES[1:], default=D.distillation)
+    g.add_argument("--distill-alpha", type=float, default=D.distill_alpha,
+                   help="weight of the teacher term (default: %(default)s)")
+    g.add_argument("--distill-tau", type=float, default=D.distill_tau, help="temperature of soft distillation")
 
     g = parser.add_argument_group("run")
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ... (torchrun sets one per process)")
-    g.add_argument("--save-every", type=int, default=0, metavar="STEPS",
+    g.add_argument("--seed", type=int, default=D.seed)
+    g.add_argument("--device", default=D.device, help="auto, cpu, cuda, cuda:1 ... (torchrun sets one per process)")
+    g.add_argument("--save-every", type=int, default=D.save_every_steps, metavar="STEPS",
                    help="also checkpoint every STEPS steps (always after each epoch)")
-    g.add_argument("--log-every", type=int, default=50, metavar="STEPS")
-    g.add_argument("--eval-every", type=int, default=1, metavar="EPOCHS")
-    g.add_argument("--stop-after-steps", type=int, default=None, metavar="STEPS",
+    g.add_argument("--log-every", type=int, default=D.log_every, metavar="STEPS")
+    g.add_argument("--eval-every", type=int, default=D.eval_every, metavar="EPOCHS")
+    g.add_argument("--stop-after-steps", type=int, default=D.stop_after_steps, metavar="STEPS",
                    help="stop after this many steps in total (resumable with --resume auto)")
     g.add_argument("--compile", action="store_true", help="torch.compile the model")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -109,7 +119,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace):
     """The `TrainConfig` these command-line arguments describe."""
-    from ..training.trainer import TrainConfig
+    from ..training.settings import TrainConfig
 
     crop = None if args.crop_scale in ([0.0], [0], []) else tuple(args.crop_scale)
     arch = {"depths": args.depths, "hidden_sizes": args.hidden_sizes, "num_meta3d_blocks": args.num_meta3d_blocks,

@@ -21,7 +21,7 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "TrainConfig": "trainer",
+    "TrainConfig": "settings",
     "TrainResult": "trainer",
     "train": "trainer",
     "evaluate": "evaluation",
@@ -30,7 +30,7 @@ _EXPORTS = {
     "load_idx": "data",
     "DataSpec": "data",
     "BatchAugment": "augment",
-    "AugmentConfig": "augment",
+    "AugmentConfig": "settings",
     "MixupCutmix": "augment",
     "build_model": "build",
     "load_teacher": "teacher",

@@ -12,41 +12,14 @@ Also here: mixup / cutmix with label smoothing (`MixupCutmix`), random erasing, 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
+
+from .settings import AugmentConfig
 
 GEOMETRIC_OPS = ("rotate", "shear_x", "shear_y", "translate_x", "translate_y")
 COLOR_OPS = ("brightness", "contrast", "color", "sharpness", "posterize", "solarize", "autocontrast")
 RANDAUGMENT_OPS = GEOMETRIC_OPS + COLOR_OPS
-
-
-@dataclass
-class AugmentConfig:
-    """Settings of `BatchAugment`.
-
-    Args:
-        image_size: side of the output images.
-        crop_scale: area range of the random resized crop, as fractions of the image (None: no crop).
-        crop_ratio: aspect-ratio range of the crop.
-        hflip: probability of a horizontal flip.
-        vflip: probability of a vertical flip.
-        randaugment_ops: operations drawn per image (0 turns RandAugment off).
-        randaugment_magnitude: strength 0..10 (each draw is scaled by a random sign).
-        randaugment_prob: probability that each drawn operation is applied.
-        random_erase: probability of blanking one random rectangle of each image.
-    """
-
-    image_size: int = 224
-    crop_scale: tuple[float, float] | None = (0.08, 1.0)
-    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
-    hflip: float = 0.5
-    vflip: float = 0.0
-    randaugment_ops: int = 0
-    randaugment_magnitude: float = 9.0
-    randaugment_prob: float = 0.5
-    random_erase: float = 0.0
 
 
 def to_float(images: torch.Tensor, size: int | None = None) -> torch.Tensor:

@@ -16,7 +16,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-DISTILLATION_MODES = ("none", "hard", "soft")
+from .settings import DISTILLATION_MODES
+
 
 
 def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

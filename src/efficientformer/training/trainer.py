@@ -21,7 +21,6 @@ Example:
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 import math
 import os
@@ -35,119 +34,14 @@ import torch
 from ..errors import ConfigError, InputError
 from ..presets import IMAGENET_MEAN, IMAGENET_STD
 from . import checkpoint as ckpt
-from .augment import AugmentConfig, BatchAugment, MixupCutmix, normalize
+from .augment import BatchAugment, MixupCutmix, normalize
 from .build import build_model
 from .data import DataSpec, TensorImageDataset, epoch_batches, has_split, iterate_batches, load_dataset, split_dataset
 from .distributed import DistContext, barrier, broadcast_buffers, cleanup, init_distributed
 from .evaluation import EvalResult, autocast_context, evaluate
-from .losses import DISTILLATION_MODES, head_logits, teacher_logits_of, training_loss
+from .losses import head_logits, teacher_logits_of, training_loss
 from .metrics import MetricsLog, draw_confusion_matrix
-
-PRECISIONS = ("fp32", "bf16", "fp16")
-
-
-@dataclass
-class TrainConfig:
-    """Every setting of a training run (the `efficientformer train` flags, with the same names).
-
-    Data: `data` (image folder, CSV, IDX folder or `hf:NAME`), `val_data`, `val_split` (held-out share of
-    `data` when it has no validation split of its own), `image_size`, `resample`, `mean`, `std`,
-    `cache_images` (decode image files once into memory), `workers` (DataLoader processes).
-
-    Model: `model` (preset, folder, hub id or weights file), `config` (a config.json), `arch` (shape
-    overrides of a new model), `distillation_head`, `drop_path_rate`.
-
-    Optimization: `epochs`, `batch_size` (per process), `lr`, `min_lr`, `warmup_epochs`, `weight_decay`,
-    `betas`, `clip_grad`, `precision` ("fp32", "bf16", "fp16"), `ema_decay` (0 = no EMA; the exported
-    model is the EMA when on).
-
-    Augmentation: `crop_scale` (None = no random resized crop), `hflip`, `vflip`, `randaugment_ops`,
-    `randaugment_magnitude`, `random_erase`, `label_smoothing`, `mixup`, `cutmix`, `mix_prob`.
-
-    Distillation: `teacher` (see `teacher.load_teacher`), `distillation` ("hard" or "soft"),
-    `distill_alpha`, `distill_tau`.
-
-    Run: `output_dir`, `resume` ("auto" or a checkpoint), `seed`, `device`, `save_every_steps`,
-    `log_every`, `eval_every`, `progress`, `channels_last`, `compile`, `stop_after_steps` (stop as if
-    killed after that many global steps; a later run with `resume` continues).
-    """
-
-    data: str = ""
-    val_data: str | None = None
-    val_split: float = 0.0
-    image_size: int = 224
-    resample: int = 2
-    mean: Sequence[float] | None = None
-    std: Sequence[float] | None = None
-    cache_images: bool = False
-    workers: int = 4
-
-    model: str = "l1"
-    config: str | None = None
-    arch: dict[str, Any] = field(default_factory=dict)
-    distillation_head: bool = True
-    drop_path_rate: float | None = None
-
-    epochs: int = 10
-    batch_size: int = 128
-    lr: float = 1e-3
-    min_lr: float = 1e-5
-    warmup_epochs: float = 1.0
-    weight_decay: float = 0.05
-    betas: Sequence[float] = (0.9, 0.999)
-    clip_grad: float | None = None
-    precision: str = "fp32"
-    ema_decay: float = 0.0
-
-    crop_scale: Sequence[float] | None = (0.08, 1.0)
-    hflip: float = 0.5
-    vflip: float = 0.0
-    randaugment_ops: int = 0
-    randaugment_magnitude: float = 9.0
-    random_erase: float = 0.0
-    label_smoothing: float = 0.1
-    mixup: float = 0.0
-    cutmix: float = 0.0
-    mix_prob: float = 1.0
-
-    teacher: str | None = None
-    distillation: str = "hard"
-    distill_alpha: float = 0.5
-    distill_tau: float = 1.0
-
-    output_dir: str = "runs/train"
-    resume: str | None = None
-    seed: int = 0
-    device: str = "auto"
-    save_every_steps: int = 0
-    log_every: int = 50
-    eval_every: int = 1
-    progress: bool = True
-    channels_last: bool = True
-    compile: bool = False
-    stop_after_steps: int | None = None
-
-    def validate(self) -> None:
-        """Raise ConfigError on the first impossible setting."""
-        if not self.data:
-            raise ConfigError("no training data given; pass an image folder, a CSV file, an IDX folder or hf:NAME.")
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"precision={self.precision!r}; choose one of {', '.join(PRECISIONS)}.")
-        if self.distillation not in DISTILLATION_MODES[1:]:
-            raise ConfigError(f"distillation={self.distillation!r}; choose 'hard' or 'soft'.")
-        for name in ("epochs", "batch_size", "image_size"):
-            if int(getattr(self, name)) < 1:
-                raise ConfigError(f"{name}={getattr(self, name)} must be at least 1.")
-        if self.image_size < 32:
-            raise ConfigError(f"image_size={self.image_size} is below 32, the smallest input EfficientFormer takes.")
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise ConfigError(f"ema_decay={self.ema_decay} must be in [0, 1).")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise ConfigError(f"label_smoothing={self.label_smoothing} must be in [0, 1).")
-
-    def to_dict(self) -> dict[str, Any]:
-        return json.loads(json.dumps(dataclasses.asdict(self)))
-
+from .settings import AugmentConfig, TrainConfig
 
 @dataclass
 class TrainResult:
