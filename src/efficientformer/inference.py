@@ -608,11 +608,11 @@ def optimize(model: nn.Module, image_size: tuple[int, int] | int | None = None, 
     gelu = gelu_epilogue and fused.config.hidden_act == "gelu"
     if gelu:
         linear_gelu_op()  # registered before any compilation traces a call to it
-    for block in [*fused.convs, *fused.blocks3d]:
-        if isinstance(block, (FusedMeta4D, FusedMeta3D)):
+    for block in fused.convs:
+        if isinstance(block, FusedMeta4D):
             block.gelu_epilogue = gelu
-        if isinstance(block, FusedMeta3D):
-            block.attention = attention
+    for block in fused.blocks3d:
+        block.gelu_epilogue, block.attention = gelu, attention
     return OptimizedEfficientFormer(fused, device=device, dtype=dtype, channels_last=channels_last,
                                     compile=compile or None, cuda_graphs=cuda_graphs)
 

@@ -29,7 +29,8 @@ from PIL import Image
 
 from .errors import ConfigError, InputError, require
 from .image_io import CHANNELS_FIRST, Pixels, collect, normalize_layout
-from .resize import FILTERS, default_threads, resize_crop, thread_map
+from .resample import FILTERS
+from .resize import default_threads, resize_crop, thread_map
 
 PREPROCESSOR_NAME = "preprocessor_config.json"
 IMAGENET_DEFAULT_MEAN = [0.485, 0.456, 0.406]

@@ -29,7 +29,10 @@ import numpy as np
 import PIL
 
 PRECISION_BITS = 22  # Pillow's 8-bit resampling: 32 - 8 (sample) - 2 (overflow room)
-SUPPORTED = {2: 1.0, 3: 2.0, 4: 0.5}  # Pillow filter code -> support at scale 1: bilinear, bicubic, box
+# Pillow's resampling filters: code -> (name, filter support in input pixels at scale 1)
+FILTERS = {0: ("nearest", 0.0), 1: ("lanczos", 3.0), 2: ("bilinear", 1.0), 3: ("bicubic", 2.0),
+           4: ("box", 0.5), 5: ("hamming", 1.0)}
+SUPPORTED = (2, 3, 4)  # the filters this module computes: bilinear, bicubic, box
 BAND = 16  # outputs per matrix product
 _PILLOW_MAJOR = int(PIL.__version__.split(".")[0])
 
@@ -78,7 +81,7 @@ def _coefficients(in_size: int, out_size: int, resample: int) -> tuple[np.ndarra
     """Per output sample: first input index, number of taps, and integer weights (out, ksize) as float64."""
     scale = float(in_size) / out_size
     filterscale = max(scale, 1.0)
-    support = SUPPORTED[resample] * filterscale
+    support = FILTERS[resample][1] * filterscale
     ksize = int(math.ceil(support)) * 2 + 1
     center = (np.arange(out_size, dtype=np.float64) + 0.5) * scale
     first = np.maximum(np.trunc(center - support + 0.5).astype(np.int64), 0)

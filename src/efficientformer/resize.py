@@ -21,9 +21,6 @@ from PIL import Image
 
 from . import resample as resample_module
 
-# Pillow's resampling filters: code -> (name, filter support in input pixels at scale 1)
-FILTERS = {0: ("nearest", 0.0), 1: ("lanczos", 3.0), 2: ("bilinear", 1.0), 3: ("bicubic", 2.0),
-           4: ("box", 0.5), 5: ("hamming", 1.0)}
 # Fast mode only where it stays within one 8-bit level of exact mode (checked on the fixture photos at 100+
 # scales, tests/test_processing.py): smooth filters (bicubic, lanczos; box, bilinear and hamming move by more
 # when the sample positions shift), shrinking by 1.25x or more, and resizes that keep the aspect ratio (as
@@ -35,13 +32,17 @@ MAX_ASPECT_CHANGE = 0.02
 _POOL: tuple[int, ThreadPoolExecutor] | None = None  # (process id, pool): a forked child makes its own
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity on Linux, else the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def default_threads() -> int:
     """Threads used when the processor's `num_threads` is None: the usable cores, at most 4."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    return max(1, min(4, cores))
+    return max(1, min(4, usable_cores()))
 
 
 def thread_map(func, items: list, threads: int) -> list:

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError, require
+from ..resize import usable_cores
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -534,13 +535,6 @@ def epoch_batches(num_items: int, batch_size: int, epoch: int, seed: int, rank: 
     return batches
 
 
-def _usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
 def iterate_batches(dataset, batches: Sequence[torch.Tensor], device: torch.device, workers: int = 0):
     """Yield (uint8 images (B, C, H, W), int64 labels (B,)) on `device` for each index batch.
 
@@ -555,7 +549,7 @@ def iterate_batches(dataset, batches: Sequence[torch.Tensor], device: torch.devi
             images, labels = dataset.get_batch(indices)
             yield images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
         return
-    workers = min(workers, len(batches), _usable_cores())  # more processes than cores or batches only cost
+    workers = min(workers, len(batches), usable_cores())  # more processes than cores or batches only cost
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=[b.tolist() for b in batches],
                                          num_workers=workers, pin_memory=device.type == "cuda",
                                          persistent_workers=False,
