@@ -11,9 +11,9 @@ import pytest
 torch = pytest.importorskip("torch")
 safetensors_torch = pytest.importorskip("safetensors.torch")
 
-from efficientformer.checkpoints import expected_shapes, infer_config, load_checkpoint  # noqa: E402
-from efficientformer.config import EfficientFormerConfig  # noqa: E402
-from efficientformer.errors import CheckpointError  # noqa: E402
+from efficientformer.checkpoints import expected_shapes, infer_config, load_checkpoint
+from efficientformer.config import EfficientFormerConfig
+from efficientformer.errors import CheckpointError
 
 TIMM_FILES = ("timm_model.safetensors", "timm_model.pth", "original_model.pth")
 
@@ -180,7 +180,7 @@ def test_timm_and_original_weights_give_timms_numbers(timm_small, source):
     pixels = torch.from_numpy(expected["pixel_values"])
     with torch.no_grad():
         out = model(pixels)
-        features = model.efficientformer.forward_intermediates(pixels)
+        features = model.efficientformer.forward_intermediates(pixels, intermediates_only=True)
         tokens = model.efficientformer.layernorm(features[3].flatten(2).transpose(1, 2))
     got = {"logits": out.logits, "head_logits": out.cls_logits, "head_dist_logits": out.distillation_logits,
            "last_hidden_state": tokens, **{f"features.{i}": f for i, f in enumerate(features)}}
@@ -211,3 +211,144 @@ def test_transformers_files_give_transformers_numbers(fixtures_dir, path):
         out = model(torch.from_numpy(expected["pixel_values"]))
     for name in ("logits", "cls_logits", "distillation_logits"):
         np.testing.assert_allclose(getattr(out, name).numpy(), expected[f"teacher.{name}"], atol=1e-5, rtol=0)
+
+
+# ------------------------------------------------------------------ honest tensors, bounded reading (issue 13)
+def _copy_folder(src, dst):
+    dst.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(src / name, dst / name)
+    return dst
+
+
+def _relabel(path, key: str, dtype: str) -> None:
+    """Change the dtype of one tensor in a safetensors header, keeping its bytes (a forged or damaged file)."""
+    import struct
+
+    data = path.read_bytes()
+    size = struct.unpack("<Q", data[:8])[0]
+    header = json.loads(data[8:8 + size])
+    header[key]["dtype"] = dtype
+    text = json.dumps(header, separators=(",", ":")).encode()
+    assert len(text) <= size
+    path.write_bytes(data[:8] + text.ljust(size) + data[8 + size:])
+
+
+def test_a_float_weight_relabelled_as_integer_is_refused(fixtures_dir, tmp_path):
+    folder = _copy_folder(fixtures_dir / "hf-tiny", tmp_path / "m")
+    _relabel(folder / "model.safetensors", "classifier.weight", "I32")  # used to load, logits off by 0.68
+    with pytest.raises(CheckpointError, match=r"model.safetensors: classifier.weight is stored as int32, but it is a "
+                                              r"weight and must be one of float16, bfloat16, float32, float64"):
+        load_checkpoint(folder)
+    state = safetensors_torch.load_file(str(fixtures_dir / "hf-tiny" / "model.safetensors"))
+    key = next(k for k in state if k.endswith("num_batches_tracked"))
+    safetensors_torch.save_file({**state, key: state[key].float()}, str(folder / "model.safetensors"))
+    with pytest.raises(CheckpointError, match=f"{key} is stored as float32, but it is an integer buffer"):
+        load_checkpoint(folder)
+    key = next(k for k in state if k.endswith("attention_bias_idxs"))
+    safetensors_torch.save_file({**state, key: state[key] + 1000}, str(folder / "model.safetensors"))
+    with pytest.raises(CheckpointError, match=f"{key} holds indices outside 0..48"):
+        load_checkpoint(folder)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+@pytest.mark.parametrize("filename", ["model.safetensors", "pytorch_model.bin"])
+def test_nan_or_infinite_weights_are_refused_at_load(fixtures_dir, tmp_path, value, filename):
+    state = safetensors_torch.load_file(str(fixtures_dir / "hf-tiny" / "model.safetensors"))
+    key = "efficientformer.encoder.last_stage.meta3D_layers.blocks.0.token_mixer.qkv.weight"
+    state[key][3, 1] = value
+    path = tmp_path / filename
+    if filename.endswith(".safetensors"):
+        safetensors_torch.save_file(state, str(path))
+    else:
+        torch.save(state, path)
+    with pytest.raises(CheckpointError, match=f"{filename}: {key} contains NaN or infinite values"):
+        load_checkpoint(path)  # used to load and give nan scores with exit code 0
+
+
+def test_negative_batchnorm_variances_are_refused(fixtures_dir, tmp_path):
+    state = safetensors_torch.load_file(str(fixtures_dir / "hf-tiny" / "model.safetensors"))
+    key = "efficientformer.patch_embed.batchnorm_before.running_var"
+    state[key][0] = -1.0
+    safetensors_torch.save_file(state, str(tmp_path / "model.safetensors"))
+    with pytest.raises(CheckpointError, match=f"{key} holds negative variances"):
+        load_checkpoint(tmp_path / "model.safetensors")
+
+
+def test_a_nan_epsilon_in_config_json_is_refused(fixtures_dir, tmp_path):
+    folder = _copy_folder(fixtures_dir / "hf-tiny", tmp_path / "m")
+    text = (folder / "config.json").read_text()
+    (folder / "config.json").write_text(text.replace('"layer_norm_eps": 1e-12', '"layer_norm_eps": NaN'))
+    assert "NaN" in (folder / "config.json").read_text()
+    with pytest.raises(CheckpointError, match=r"config.json is not a valid EfficientFormer config.json "
+                                              r"\(layer_norm_eps=nan is invalid"):
+        load_checkpoint(folder)
+
+
+def test_a_model_that_overflows_to_nan_scores_never_reports_a_prediction(fixtures_dir):
+    import numpy as np
+
+    from efficientformer.classifier import ImageClassifier
+
+    classifier = ImageClassifier.from_pretrained(fixtures_dir / "hf-tiny", device="cpu")
+    with torch.no_grad():
+        classifier.model.classifier.weight.fill_(3e38)  # finite weights whose products overflow
+    with pytest.raises(CheckpointError, match="NaN or infinite scores for 1 of 1 images"):
+        classifier.predict(np.full((40, 40, 3), 120, dtype=np.uint8))
+
+
+def _deflated_copy(src, dst) -> None:
+    """The torch.save archive `src` re-packed with deflate (torch.save itself never compresses)."""
+    import zipfile
+
+    with zipfile.ZipFile(src) as old, zipfile.ZipFile(dst, "w", compression=zipfile.ZIP_DEFLATED) as new:
+        for info in old.infolist():
+            new.writestr(info.filename, old.read(info.filename))
+
+
+def test_a_zip_bomb_is_refused_before_torch_reads_it(tmp_path, monkeypatch):
+    from efficientformer import checkpoints
+
+    plain = tmp_path / "plain.pth"
+    torch.save({"head.weight": torch.zeros(4 * 2**20)}, plain)  # 16 MiB of zeros deflate to about 16 KiB
+    bomb = tmp_path / "bomb.pth"
+    _deflated_copy(plain, bomb)
+    assert bomb.stat().st_size < 2**20
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("torch.load ran on a zip bomb")
+
+    monkeypatch.setattr(torch, "load", must_not_run)
+    with pytest.raises(CheckpointError, match=r"bomb.pth: entry .*data/0 unpacks .* into 16,777,216, a compression "
+                                              "torch.save never writes"):
+        load_checkpoint(bomb)
+    monkeypatch.setattr(checkpoints, "MAX_ARCHIVE_BYTES", 2**20)  # the total bound, shown on a real file
+    with pytest.raises(CheckpointError, match=r"plain.pth declares 16 MiB of data, more than the 1 MiB"):
+        load_checkpoint(plain)
+
+
+@pytest.mark.parametrize("filename", ["timm_model.safetensors", "original_model.pth"])
+def test_permission_denied_is_named_not_called_corrupt(timm_small, tmp_path, monkeypatch, filename):
+    import builtins
+
+    path = tmp_path / filename
+    shutil.copy(timm_small / filename, path)
+    real_open = builtins.open
+
+    def denied(file, *args, **kwargs):  # the tests may run as root, where chmod 000 does not stop a read
+        if str(file) == str(path):
+            raise PermissionError(13, "Permission denied", str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", denied)
+    with pytest.raises(CheckpointError, match=f"cannot read {path}: permission denied; make it readable") as info:
+        load_checkpoint(path)
+    assert "corrupt" not in str(info.value)
+
+
+def test_an_unreadable_folder_is_named_not_called_empty(fixtures_dir, monkeypatch):
+    folder = str(fixtures_dir / "hf-tiny")
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: False if str(path) == folder else real_access(path, mode))
+    with pytest.raises(CheckpointError, match=f"cannot read the folder {folder}: permission denied"):
+        load_checkpoint(folder)  # its files looked absent: "has neither model.safetensors nor ..."

@@ -82,3 +82,101 @@ def test_wrong_model_type_is_refused(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "vit"}))
     with pytest.raises(ConfigError, match="vit"):
         EfficientFormerConfig.from_pretrained(tmp_path)
+
+
+# --------------------------------------------------------------------------- types, caps and NaN (issue 13)
+@pytest.mark.parametrize("kwargs, message", [
+    ({"depths": [1.5, 2, 6, 4]}, r"depths=\[1.5, 2, 6, 4\] is invalid: every stage needs a whole number of blocks"),
+    ({"depths": [float("nan"), 2, 6, 4]}, "depths=.nan"),
+    ({"depths": [float("inf"), 2, 6, 4]}, "depths=.inf"),
+    ({"depths": []}, r"depths=\[\] is invalid: give 1 to 8 stages"),
+    ({"depths": 4}, "depths=4 is invalid: it must be a list"),
+    ({"depths": [True, 2, 6, 4]}, "depths=.True"),
+    ({"key_dim": True}, "key_dim=True is invalid: it must be a whole number from 1 to 1024"),
+    ({"key_dim": 32.0}, "key_dim=32.0 is invalid"),
+    ({"layer_norm_eps": "abc"}, "layer_norm_eps='abc' is invalid: it must be a finite positive number"),
+    ({"layer_norm_eps": float("nan")}, "layer_norm_eps=nan is invalid"),
+    ({"batch_norm_eps": -1}, "batch_norm_eps=-1 is invalid: it must be a finite positive number"),
+    ({"batch_norm_eps": 0}, "batch_norm_eps=0 is invalid"),
+    ({"hidden_dropout_prob": float("nan")}, r"hidden_dropout_prob=nan is invalid: it is a probability in \[0, 1\)"),
+    ({"mlp_expansion_ratio": float("inf")}, "mlp_expansion_ratio=inf is invalid"),
+    ({"use_layer_scale": "yes"}, "use_layer_scale='yes' is invalid: it must be true or false"),
+    ({"downsamples": [1, 1, 1, 1]}, "downsamples=.* every entry must be true or false"),
+    ({"hidden_act": ["gelu"]}, "hidden_act=.* choose one of"),
+    ({"num_labels": 1.5}, "num_labels=1.5 is invalid: it must be a whole number from 0 to 100000"),
+    ({"num_labels": -1}, "num_labels=-1 is invalid"),
+    ({"id2label": {"zero": "cat"}}, "id2label key 'zero' is invalid"),
+    ({"id2label": ["cat", "dog"]}, r"id2label \(a list\) is invalid"),
+])
+def test_wrong_types_and_nan_give_one_sentence_naming_field_and_value(kwargs, message):
+    with pytest.raises(ConfigError, match=message) as info:
+        EfficientFormerConfig(**kwargs)
+    assert str(info.value).count("\n") == 0 and str(info.value).endswith(".")
+
+
+def test_nan_and_infinity_literals_in_config_json_are_refused(tmp_path):
+    # Python's json reads the NaN / Infinity literals that some writers emit; validate() must catch them
+    (tmp_path / "config.json").write_text('{"model_type": "efficientformer", "layer_norm_eps": NaN}')
+    with pytest.raises(ConfigError, match="layer_norm_eps=nan is invalid"):
+        EfficientFormerConfig.from_pretrained(tmp_path)
+    (tmp_path / "config.json").write_text('{"model_type": "efficientformer", "depths": [3, 2, Infinity, 4]}')
+    with pytest.raises(ConfigError, match="depths=.*inf"):
+        EfficientFormerConfig.from_json_file(tmp_path / "config.json")
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"num_labels": 10**9}, "num_labels=1000000000 is invalid: it must be a whole number from 0 to 100000"),
+    ({"num_labels": 1e9}, "num_labels=1000000000.0 is invalid"),
+    ({"depths": [3, 2, 6, 100000]}, "depths=.*100000.*from 1 to 64"),
+    ({"depths": [1] * 100000}, r"depths=\[1, 1, .*\.\.\. is invalid: give 1 to 8 stages"),
+    ({"hidden_sizes": [48, 96, 224, 10**6], "dim": 10**6, "hidden_size": 10**6}, "hidden_sizes=.*from 1 to 8192"),
+    ({"image_size": 10**5}, "image_size=100000 is invalid: it must be a whole number from 1 to 4096"),
+    ({"resolution": 1000}, "resolution=1000 is invalid"),
+    ({"depths": [64, 64, 64, 64], "hidden_sizes": [8192] * 4, "dim": 8192, "hidden_size": 8192},
+     "describes a model of .* weights, more than the 500,000,000 allowed"),
+])
+def test_sizes_are_capped_before_anything_is_built(kwargs, message):
+    import time
+
+    started = time.perf_counter()
+    with pytest.raises(ConfigError, match=message):
+        EfficientFormerConfig(**kwargs)
+    assert time.perf_counter() - started < 2.0  # num_labels 1e9 used to build a billion label names first
+
+
+def test_a_huge_id2label_is_refused_by_its_size(tmp_path):
+    names = {str(i): f"c{i}" for i in range(100_001)}
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "efficientformer", "id2label": names}))
+    with pytest.raises(ConfigError, match=r"id2label \(100001 names\) is invalid: .* at most 100000"):
+        EfficientFormerConfig.from_pretrained(tmp_path)
+
+
+def test_real_configs_are_far_below_the_caps():
+    from efficientformer.config import MAX_PARAMETERS
+
+    l7 = EfficientFormerConfig.from_preset("l7")
+    assert 80e6 < l7.num_parameters() < MAX_PARAMETERS / 5
+    assert EfficientFormerConfig(num_labels=100_000).num_labels == 100_000
+    assert EfficientFormerConfig(layer_norm_eps=1, mlp_expansion_ratio=2.5).mlp_expansion_ratio == 2.5
+
+
+def test_missing_unreadable_or_non_object_config_files_give_one_sentence(tmp_path, monkeypatch):
+    with pytest.raises(ConfigError, match="missing.json does not exist"):
+        EfficientFormerConfig.from_json_file(tmp_path / "missing.json")
+    (tmp_path / "list.json").write_text("[1, 2]")
+    with pytest.raises(ConfigError, match="list.json holds a JSON list, not an object"):
+        EfficientFormerConfig.from_json_file(tmp_path / "list.json")
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(ConfigError, match="config.json is not valid JSON"):
+        EfficientFormerConfig.from_pretrained(tmp_path)  # used to be a json.JSONDecodeError traceback
+
+    import builtins
+
+    import efficientformer.config as config_module
+
+    def denied(path, *args, **kwargs):  # the tests may run as root, where chmod 000 does not stop a read
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(builtins, "open", denied)
+    with pytest.raises(ConfigError, match="cannot read .*config.json: permission denied; make it readable"):
+        config_module.EfficientFormerConfig.from_json_file(tmp_path / "config.json")

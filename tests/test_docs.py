@@ -16,6 +16,10 @@
   `timm/efficientformer_l1.snap_dist_in1k`) resolve offline (`HF_HUB_OFFLINE=1`) from a hub cache
   the test writes, and `efficientformer_l1_300d.pth` lies in the scratch folder. Examples so exercise
   the real code paths without a network (their predictions are meaningless and not asserted).
+- README.md's blocks run the same way (one subprocess, in order). Its stand-ins are smaller: the same hub ids
+  and release file hold the timm-small fixture (~100 k weights), so its conversion and export examples take
+  seconds. Its set-up commands are the two CI runs, and no install line in it
+  names the package as if it were on PyPI or lets pip replace torch (nor in the docs pages).
 - The generated tables and the architecture figure agree with the code that produces them.
 """
 
@@ -97,6 +101,15 @@ def page_script(page: Path) -> tuple[str, list[str]]:
     return "\n".join(lines) + "\n", skipped
 
 
+def _snapshot(cache: Path, hub_id: str) -> Path:
+    """The snapshot folder of `hub_id` in the hub cache `cache` (its refs/main written; the folder not)."""
+    repo = cache / f"models--{hub_id.replace('/', '--')}"
+    revision = hashlib.sha1(hub_id.encode()).hexdigest()  # any 40-hex commit id
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(revision)
+    return repo / "snapshots" / revision
+
+
 def _stand_in_checkpoints(base: Path) -> tuple[Path, Path]:
     """The released L1 checkpoint's three forms with random weights (no network needed).
 
@@ -113,11 +126,7 @@ def _stand_in_checkpoints(base: Path) -> tuple[Path, Path]:
     cache, weights = base / "hub", WEIGHTS["l1"]
 
     def snapshot(hub_id: str) -> Path:
-        repo = cache / f"models--{hub_id.replace('/', '--')}"
-        revision = hashlib.sha1(hub_id.encode()).hexdigest()  # any 40-hex commit id
-        (repo / "refs").mkdir(parents=True)
-        (repo / "refs" / "main").write_text(revision)
-        return repo / "snapshots" / revision
+        return _snapshot(cache, hub_id)
 
     hf_folder = snapshot(weights.hub_id)
     EfficientFormerForImageClassificationWithTeacher(EfficientFormerConfig.from_preset("l1")).save_pretrained(str(hf_folder))
@@ -135,7 +144,7 @@ def _run_page(page: Path, base: Path, env: dict, fixtures_dir: Path, original: P
     script, _ = page_script(page)
     if "exec(" not in script and "subprocess.run([" not in script:
         return None
-    work = base / page.relative_to(DOCS).as_posix().replace("/", "_").removesuffix(".md")
+    work = base / page.relative_to(ROOT).as_posix().replace("/", "_").removesuffix(".md")
     (work / "photos").mkdir(parents=True)
     for name in PHOTOS:
         shutil.copy(fixtures_dir / "images" / name, work / "photos" / name)
@@ -152,6 +161,11 @@ def docs_env(tmp_path_factory, fixtures_dir):
     pytest.importorskip("safetensors")
     base = tmp_path_factory.mktemp("docs")
     cache, original = _stand_in_checkpoints(base)
+    return base, _example_env(base, cache), fixtures_dir, original
+
+
+def _example_env(base: Path, cache: Path) -> dict:
+    """The environment the examples run in: offline, the stand-in hub cache, quiet, one thread."""
     env = dict(os.environ)
     env.update(HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(cache), HF_HOME=str(base / "hf-home"),
                MPLBACKEND="Agg", CUDA_VISIBLE_DEVICES=env.get("CUDA_VISIBLE_DEVICES", ""),
@@ -159,8 +173,9 @@ def docs_env(tmp_path_factory, fixtures_dir):
                # one thread: examples are not benchmarks, and more threads than cores (the suite runs
                # with pytest-xdist) make PyTorch many times slower
                OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
+               NO_MKDOCS_2_WARNING="1",  # Material's end-of-life banner
                PATH=os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]))
-    return base, env, fixtures_dir, original
+    return env
 
 
 @pytest.mark.parametrize("page", PAGES, ids=[p.relative_to(DOCS).as_posix() for p in PAGES])
@@ -171,6 +186,97 @@ def test_page_examples_run(page: Path, docs_env) -> None:
     assert result.returncode == 0, (
         f"an example of {page.relative_to(ROOT)} failed (the traceback names the Markdown line):\n"
         f"{result.stdout[-4000:]}\n{result.stderr[-6000:]}")
+
+
+# ------------------------------------------------------------------------------------------ README
+README = ROOT / "README.md"
+
+
+def _tiny_stand_ins(base: Path, fixtures_dir: Path) -> tuple[Path, Path]:
+    """The README's checkpoints as the timm-small fixture (~100 k weights): the same code paths as L1, and
+    its conversion, ONNX and SavedModel examples take seconds instead of minutes.
+
+    `timm/efficientformer_l1.snap_dist_in1k` is timm-small's timm hub folder, `snap-research/efficientformer-l1-300`
+    its transformers conversion, and `efficientformer_l1_300d.pth` its original release file.
+    """
+    from efficientformer.convert import convert
+    from efficientformer.presets import WEIGHTS
+
+    cache, weights = base / "hub", WEIGHTS["l1"]
+    timm_folder = _snapshot(cache, f"timm/{weights.timm_id}")
+    shutil.copytree(fixtures_dir / "timm-small" / "hub", timm_folder)
+    hf_folder = _snapshot(cache, weights.hub_id)
+    hf_folder.parent.mkdir(parents=True)
+    convert(str(timm_folder), str(hf_folder), format="hf", verify=False)
+    original = base / weights.original_file
+    shutil.copy(fixtures_dir / "timm-small" / "original_model.pth", original)
+    return cache, original
+
+
+@pytest.fixture(scope="module")
+def readme_env(tmp_path_factory, fixtures_dir):
+    pytest.importorskip("torch")
+    pytest.importorskip("safetensors")
+    base = tmp_path_factory.mktemp("readme")
+    cache, original = _tiny_stand_ins(base, fixtures_dir)
+    return base, _example_env(base, cache), fixtures_dir, original
+
+
+def test_readme_examples_run(readme_env) -> None:
+    result = _run_page(README, *readme_env)
+    assert result.returncode == 0, (
+        f"an example of README.md failed (the traceback names the Markdown line):\n"
+        f"{result.stdout[-4000:]}\n{result.stderr[-6000:]}")
+
+
+def _readme_section(title: str) -> str:
+    text = README.read_text(encoding="utf-8")
+    start = text.index(f"\n## {title}\n")
+    end = text.find("\n## ", start + 1)
+    return text[start:end if end > 0 else None]
+
+
+def test_readme_setup_is_two_commands_and_ci_runs_the_second() -> None:
+    commands = [code.strip() for _, code, _, _ in _blocks_of(_readme_section("Set-up on a fresh machine"))][:2]
+    assert commands == ["bash scripts/setup.sh", "bash scripts/test.sh"], commands
+    ci = [line for line in (ROOT / ".ci" / "run").read_text().splitlines()
+          if line and not line.startswith(("#", "set ", "cd "))]
+    assert ci == [commands[1]], ci
+
+
+def _blocks_of(markdown: str) -> list[tuple[str, str, int, str | None]]:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        page = Path(folder) / "section.md"
+        page.write_text(markdown, encoding="utf-8")
+        return code_blocks(page)
+
+
+def bad_install_words(line: str) -> list[str]:
+    """The words of a `pip install` line that fail or replace torch.
+
+    The package is not on PyPI (`efficientformer[...]` fails: install the checkout, `.[extra]`); `timm` or
+    `torchvision` from the index bring another torch (scripts/install-timm.sh keeps the installed one); an
+    unpinned `torch` picks the index's newest build.
+    """
+    if "pip install" not in line:
+        return []
+    words = [w.strip("'\"") for w in line.split("#", 1)[0].split("pip install", 1)[1].split()]
+    return [w for w in words if w.startswith("efficientformer[") or w in ("timm", "torchvision", "torch")]
+
+
+@pytest.mark.parametrize("page", [README, *PAGES], ids=["README.md", *(p.relative_to(DOCS).as_posix() for p in PAGES)])
+def test_install_lines_install_the_checkout_and_keep_torch(page: Path) -> None:
+    text = re.sub(r"^```text\n.*?^```$", "", page.read_text(encoding="utf-8"), flags=re.M | re.S)  # quoted output
+    bad = [line.strip() for line in text.splitlines() if bad_install_words(line)]
+    assert bad == [], f"{page.name}: these install lines fail (not on PyPI) or replace torch: {bad}"
+
+
+def test_bad_install_words() -> None:
+    assert bad_install_words('pip install "efficientformer[torch]" timm') == ["efficientformer[torch]", "timm"]
+    assert bad_install_words("pip install -e '.[tf]' ai-edge-litert   # timm") == []
+    assert bad_install_words("pip install torch==2.13.0 && pip install '.[torch]'") == []
 
 
 # ------------------------------------------------------------------------------------- the build

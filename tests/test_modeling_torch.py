@@ -334,7 +334,7 @@ def test_torch_compile_fullgraph_and_jit_trace():
 def test_forward_intermediates_for_dense_tasks():
     model = EfficientFormerModel(tiny_config()).eval()
     with torch.no_grad():
-        maps = model.forward_intermediates(torch.randn(2, 3, 128, 96))
+        maps = model.forward_intermediates(torch.randn(2, 3, 128, 96), intermediates_only=True)
         assert [tuple(m.shape) for m in maps] == [(2, 8, 32, 24), (2, 16, 16, 12), (2, 24, 8, 6), (2, 32, 4, 3)]
         picked = model.forward_intermediates(torch.randn(1, 3, 64, 64), out_indices=(1, -1))
     assert [m.shape[1] for m in picked] == [16, 32]
@@ -350,11 +350,36 @@ def test_forward_intermediates_for_dense_tasks():
     (torch.zeros(1, 3, 64, 64, dtype=torch.uint8), "floating point"),
     (torch.randn(1, 3, 16, 64), "too small"),
     (np.zeros((1, 3, 64, 64), dtype=np.float32), "torch.Tensor"),
+    (torch.randn(0, 3, 224, 224), r"no images \(batch size 0\)"),
+    (torch.full((2, 3, 64, 64), float("nan")), "NaN or infinite"),
+    (torch.randn(2, 3, 64, 64).index_put_((torch.tensor(1), torch.tensor(2)), torch.tensor(float("-inf"))),
+     "NaN or infinite"),
 ])
 def test_bad_pixel_values_are_refused_before_compute(pixels, message):
     model = EfficientFormerForImageClassification(tiny_config())
+    ran = []
+    model.efficientformer.patch_embed.register_forward_pre_hook(lambda *args: ran.append(True))
     with pytest.raises(InputError, match=message):
         model(pixels)
+    with pytest.raises(InputError, match=message):
+        model.efficientformer.forward_intermediates(pixels)
+    assert not ran
+
+
+def test_finite_check_counts_values_not_their_sum():
+    """Finite pixels whose sum overflows float32 are not refused: only a NaN or inf value is."""
+    model = EfficientFormerModel(tiny_config()).eval()
+    with torch.no_grad():
+        out = model(torch.full((1, 3, 64, 64), 3e38))
+    assert out.last_hidden_state.shape == (1, 4, 32)
+
+
+def test_input_checks_stay_out_of_exported_graphs():
+    """The value checks (finite pixels) run in eager mode only: torch.export neither fails on them nor
+    keeps them, so the exported program runs whatever it is given."""
+    model = LogitsOnly(EfficientFormerForImageClassification(tiny_config(depths=[1, 1, 1, 1], num_meta3d_blocks=1)))
+    program = torch.export.export(model.eval(), (torch.randn(1, 3, 32, 32),))
+    assert torch.isnan(program.module()(torch.full((1, 3, 32, 32), float("nan")))).all()
 
 
 @pytest.mark.parametrize("labels, message", [
@@ -363,8 +388,15 @@ def test_bad_pixel_values_are_refused_before_compute(pixels, message):
     (torch.tensor([[0], [1]]), "shape"),
     (torch.tensor([0, 1, 2]), "3 entries for a batch of 2"),
     (torch.zeros(2, 4), "shape"),
+    (torch.tensor(1), "a single value for a batch of 2"),
+    ([0, 1], "torch.Tensor"),
 ])
-def test_bad_labels_are_refused(labels, message):
-    model = EfficientFormerForImageClassification(tiny_config())
+@pytest.mark.parametrize("cls", [EfficientFormerForImageClassification,
+                                 EfficientFormerForImageClassificationWithTeacher])
+def test_bad_labels_are_refused_before_the_forward(cls, labels, message):
+    model = cls(tiny_config())
+    ran = []
+    model.efficientformer.patch_embed.register_forward_pre_hook(lambda *args: ran.append(True))
     with pytest.raises(InputError, match=message):
         model(torch.randn(2, 3, 64, 64), labels=labels)
+    assert not ran, "the network ran before the labels were checked"

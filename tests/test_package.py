@@ -37,7 +37,7 @@ def test_missing_backend_names_the_extra():
         result = run_python(f"import efficientformer\nefficientformer.{name}\n")
         assert result.returncode != 0
         last = result.stderr.strip().splitlines()[-1]
-        assert "MissingDependencyError" in last and f"pip install 'efficientformer[{extra}]'" in last
+        assert "MissingDependencyError" in last and f"pip install -e '.[{extra}]'" in last
 
 
 def test_help_lists_every_command(capsys):

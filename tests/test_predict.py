@@ -117,3 +117,113 @@ def test_missing_default_model_and_missing_inputs_are_explained(fixtures_dir, tm
     assert "--model" in capsys.readouterr().err
     assert main(["predict", str(tmp_path / "nothing*.jpg"), "-m", str(fixtures_dir / "hf-tiny")]) == 1
     assert "matches no files" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------- bulk predict: nothing lost silently
+def _bomb_png(width: int, height: int) -> bytes:
+    """A PNG header claiming width x height pixels, with a few bytes of data: what a decompression bomb opens as."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+            + chunk(b"IEND", b""))
+
+
+def _classified(out: str) -> list[str]:
+    return [line.split()[0] for line in out.splitlines()[1:] if line.strip() and not line.startswith(" ")]
+
+
+def test_bomb_folder_reports_the_bomb_and_classifies_the_rest(fixtures_dir, tmp_path, capsys):
+    """One decompression bomb used to abort the whole run (6 of 8 results lost)."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(7):
+        shutil.copy(fixtures_dir / "images" / PHOTOS[i % 2], folder / f"{i}.png")
+    (folder / "3-bomb.png").write_bytes(_bomb_png(20000, 20000))  # 400 M pixels: Pillow raises
+    (folder / "5-big.png").write_bytes(_bomb_png(10000, 10000))  # 100 M pixels: Pillow only warns
+    code = main(["predict", str(folder), "-m", str(fixtures_dir / "hf-tiny"), "-k", "1", "-b", "4"])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert _classified(captured.out) == [str(folder / f"{i}.png") for i in range(7)]
+    assert "3-bomb.png" in captured.err and "5-big.png" in captured.err and "decompression-bomb limit" in captured.err
+    assert "2 input(s) could not be classified" in captured.err
+
+
+def test_every_skipped_path_is_reported(fixtures_dir, tmp_path, capsys, monkeypatch):
+    """Unknown extensions, no extension, unreadable sub-folders and broken links used to vanish with exit 0."""
+    folder = tmp_path / "photos"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "locked").mkdir()
+    shutil.copy(fixtures_dir / "images" / "chelsea.png", folder / "chelsea.png")
+    shutil.copy(fixtures_dir / "images" / "rocket.jpg", folder / "sub" / "rocket.jfif")  # a JPEG name Pillow knows
+    shutil.copy(fixtures_dir / "images" / "rocket.jpg", folder / "sub" / "noext")
+    (folder / "notes.txt").write_text("not a photo")
+    (folder / ".hidden.png").write_bytes(b"hidden files are not searched")
+    (folder / "gone.png").symlink_to(tmp_path / "missing.png")
+    real_scandir = predict_cli.os.scandir
+
+    def scandir(path="."):
+        if str(path) == str(folder / "locked"):
+            raise PermissionError(13, "Permission denied")
+        return real_scandir(path)
+
+    monkeypatch.setattr(predict_cli.os, "scandir", scandir)
+    code = main(["predict", str(folder), "-m", str(fixtures_dir / "hf-tiny"), "-k", "1"])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert _classified(captured.out) == [str(folder / "chelsea.png"), str(folder / "sub" / "rocket.jfif")]
+    for name, reason in [("locked", "folder cannot be read (Permission denied)"), ("notes.txt", "not an image file"),
+                         ("noext", "not an image file"), ("gone.png", "broken symbolic link")]:
+        assert any(name in line and reason in line for line in captured.err.splitlines()), (name, captured.err)
+    assert ".hidden" not in captured.err and "4 input(s) could not be classified" in captured.err
+    assert main(["predict", str(folder / "sub" / "noext"), "-m", str(fixtures_dir / "hf-tiny")]) == 0  # named: tried
+
+
+def test_a_symlink_loop_classifies_each_file_once(fixtures_dir, tmp_path, capsys):
+    """A `**` glob (and a folder search) through a link loop used to classify the same file 41 times."""
+    folder = tmp_path / "photos"
+    (folder / "sub").mkdir(parents=True)
+    shutil.copy(fixtures_dir / "images" / "chelsea.png", folder / "chelsea.png")
+    shutil.copy(fixtures_dir / "images" / "coffee.png", folder / "sub" / "coffee.png")
+    (folder / "sub" / "loop").symlink_to(folder, target_is_directory=True)
+    (tmp_path / "alias.png").symlink_to(folder / "chelsea.png")
+    expected = [str(folder / "chelsea.png"), str(folder / "sub" / "coffee.png")]
+    for inputs in ([str(folder)], [str(folder / "**")], [str(folder / "**" / "*.png"), str(folder),
+                                                          str(tmp_path / "alias.png")]):
+        code = main(["predict", *inputs, "-m", str(fixtures_dir / "hf-tiny"), "-k", "1", "-f", "csv"])
+        captured = capsys.readouterr()
+        assert code == 0, captured.err
+        assert [row["image"] for row in csv.DictReader(io.StringIO(captured.out))] == expected
+
+
+def test_bundled_model_says_what_it_is(capsys):
+    """A photo answered in clothing classes needs the reason and the way to an ImageNet model beside it."""
+    assert main(["predict", "-k", "1", "-f", "json"]) == 0
+    captured = capsys.readouterr()
+    assert len(json.loads(captured.out)) == 10  # stdout stays machine-readable
+    assert "Fashion-MNIST" in captured.err and "96x96 grayscale" in captured.err
+    assert "--model snap-research/efficientformer-l1-300" in captured.err
+
+
+def test_float_tiff_on_the_command_line_predicts_as_the_png(fixtures_dir, tmp_path, capsys):
+    """A float TIFF holding [0, 1] used to be divided by 255 twice (near-black)."""
+    pixels = np.asarray(Image.open(fixtures_dir / "images" / "camera.png"))
+    Image.fromarray(pixels.astype(np.float32) / 255, "F").save(tmp_path / "camera.tif")
+    shutil.copy(fixtures_dir / "images" / "camera.png", tmp_path / "camera.png")
+    main(["predict", str(tmp_path / "camera.png"), str(tmp_path / "camera.tif"), "-m", str(fixtures_dir / "hf-tiny"),
+          "-k", "3", "-f", "json"])
+    png, tif = json.loads(capsys.readouterr().out)
+    assert png["predictions"] == tif["predictions"]
+
+
+def test_a_glob_over_files_named_already_is_no_error(fixtures_dir, photo_folder, capsys):
+    code = main(["predict", str(photo_folder / "chelsea.png"), str(photo_folder / "c*.png"), "-m",
+                 str(fixtures_dir / "hf-tiny"), "-k", "1", "-f", "csv"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert [row["image"] for row in csv.DictReader(io.StringIO(captured.out))] == [
+        str(photo_folder / "chelsea.png"), str(photo_folder / "coffee.png")]

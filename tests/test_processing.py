@@ -268,3 +268,83 @@ def test_threads_spread_a_batch_without_changing_values(fixtures_dir):
     assert "num_threads" not in EfficientFormerImageProcessor(**HUB).to_dict()  # defaults stay out of the json
     with pytest.raises(ConfigError, match="num_threads"):
         EfficientFormerImageProcessor(num_threads=0)
+
+
+# ---------------------------------------------------------------------- float, 16-bit and float-file inputs
+@pytest.mark.parametrize("do_resize", [True, False])
+def test_float_0_to_255_inputs_give_exactly_the_uint8_result(fixtures_dir, do_resize):
+    """transformers casts whole-number floats 0..255 to 8-bit for its resize; they used to be divided by 255
+    twice (near-black, 3.65 away from transformers)."""
+    torch = pytest.importorskip("torch")
+    processor = EfficientFormerImageProcessor(**HUB)
+    hwc = rgb(fixtures_dir, "chelsea.png")
+    reference = processor(hwc, do_resize=do_resize, return_tensors="np")["pixel_values"]
+    chw = np.ascontiguousarray(hwc.transpose(2, 0, 1))
+    for value in (hwc.astype(np.float32), hwc.astype(np.float64), torch.from_numpy(chw).float(),
+                  torch.from_numpy(chw).double()):
+        out = processor(value, do_resize=do_resize, return_tensors="np")["pixel_values"]
+        np.testing.assert_array_equal(out, reference)
+
+
+def test_float_unit_range_is_rescaled_as_transformers_does_and_warned_about(fixtures_dir):
+    processor = EfficientFormerImageProcessor(**HUB)
+    unit = rgb(fixtures_dir, "coffee.png").astype(np.float32) / 255
+    reference = processor(rgb(fixtures_dir, "coffee.png"), return_tensors="np")["pixel_values"]
+    np.testing.assert_array_equal(processor(unit, do_rescale=False, return_tensors="np")["pixel_values"], reference)
+    with pytest.warns(UserWarning, match="already rescaled"):  # divided by 255 once more, as transformers does
+        processor(unit, return_tensors="np")
+
+
+def test_uint16_holding_8_bit_values_is_read_as_8_bit(fixtures_dir):
+    """transformers reads a uint16 array whose values fit 8 bits as 8-bit values; shifting right by 8 (as for
+    true 16-bit data) made it black."""
+    processor = EfficientFormerImageProcessor(**HUB)
+    hwc = rgb(fixtures_dir, "chelsea.png")
+    reference = processor(hwc, return_tensors="np")["pixel_values"]
+    with pytest.warns(UserWarning, match="read as 8-bit"):
+        out = processor(hwc.astype(np.uint16), return_tensors="np")["pixel_values"]
+    np.testing.assert_array_equal(out, reference)
+    wide = processor(hwc.astype(np.uint16) * 257, return_tensors="np")["pixel_values"]  # true 16-bit: >> 8
+    np.testing.assert_array_equal(wide, reference)
+
+
+@pytest.mark.parametrize("scale", [1.0, 1 / 255])
+def test_float_tiff_files_give_the_8_bit_result(fixtures_dir, tmp_path, scale):
+    gray = np.asarray(Image.open(fixtures_dir / "images" / "camera.png"))
+    Image.fromarray(gray.astype(np.float32) * np.float32(scale), "F").save(tmp_path / "camera.tif")
+    processor = EfficientFormerImageProcessor(**HUB)
+    expected = processor(fixtures_dir / "images" / "camera.png", return_tensors="np")["pixel_values"]
+    np.testing.assert_array_equal(processor(tmp_path / "camera.tif", return_tensors="np")["pixel_values"], expected)
+
+
+def test_float_tiff_outside_both_ranges_is_refused(tmp_path):
+    Image.fromarray(np.full((8, 8), 300.0, np.float32), "F").save(tmp_path / "hot.tif")
+    with pytest.raises(InputError, match=r"hot.tif is a float image with values in \[300, 300\]"):
+        EfficientFormerImageProcessor()(tmp_path / "hot.tif")
+
+
+# ---------------------------------------------------------------------- the file transformers reads
+def test_round_crop_is_written_with_a_note_for_transformers(fixtures_dir, tmp_path):
+    """transformers ignores crop_rounding and rounds down: a file that asks for "round" says so."""
+    data = np.load(fixtures_dir / "timm-small" / "expected.npz")
+    timm_processor = EfficientFormerImageProcessor.from_timm_config(json.loads(str(data["timm_data_config"])))
+    written = timm_processor.to_dict()
+    assert written["crop_rounding"] == "round" and "rounds the offsets down" in written["note_for_transformers"]
+    timm_processor.save_pretrained(tmp_path / "saved")
+    again = EfficientFormerImageProcessor.from_pretrained(tmp_path / "saved")
+    assert again == timm_processor and again.crop_rounding == "round" and "note_for_transformers" not in again._extra
+    assert "note_for_transformers" not in EfficientFormerImageProcessor(**HUB).to_dict()  # transformers' own
+
+
+@pytest.mark.parametrize("rounding, first_column", [("floor", 3), ("round", 4)])
+def test_padded_center_crop_keeps_the_crop_size(rounding, first_column):
+    """A crop taller than the image pads it (transformers: top by ceil, torchvision: by floor) and is always
+    crop-sized; "round" used to lose a row there."""
+    image = np.arange(5 * 15, dtype=np.uint8).reshape(5, 15)[:, :, None].repeat(3, axis=2)
+    out = EfficientFormerImageProcessor()(image, do_resize=False, crop_size={"height": 8, "width": 8},
+                                          do_rescale=False, do_normalize=False, crop_rounding=rounding,
+                                          return_tensors="np")["pixel_values"][0, 0]
+    assert out.shape == (8, 8)
+    top = 2 if rounding == "floor" else 1  # padding above the 5 rows: ceil(3 / 2) or 3 // 2
+    assert out[:top].max() == 0 and out[top + 5:].max() == 0
+    np.testing.assert_array_equal(out[top:top + 5], image[:, first_column:first_column + 8, 0])

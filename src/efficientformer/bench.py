@@ -32,17 +32,21 @@ from .errors import ConfigError, InputError, MissingDependencyError, require
 torch = require("torch", "torch", "efficientformer.bench")
 from torch import nn
 
-# Our modes: name -> optimize() arguments (None = the unfused model as it is).
+# Our modes: name -> optimize() arguments (None = the unfused model as it is). Each names every speed-up it
+# uses and switches the others off, since optimize() turns them on by default on CUDA; "default" is
+# optimize()'s own choice for the device and dtype.
+_OFF: dict[str, Any] = {"compile": False, "cuda_graphs": False, "kernels": None}
 OUR_MODES: dict[str, dict[str, Any] | None] = {
     "eager": None,
-    "fused": {},
-    "fused+compile": {"compile": "default"},
-    "fused+max-autotune": {"compile": "max-autotune-no-cudagraphs"},
-    "fused+compile+graphs": {"compile": "default", "cuda_graphs": True},
-    "fused+max-autotune+graphs": {"compile": "max-autotune-no-cudagraphs", "cuda_graphs": True},
-    "fused+triton": {"kernels": "triton"},
-    "fused+triton+graphs": {"kernels": "triton", "cuda_graphs": True},
-    "fused+triton+compile": {"kernels": "triton", "compile": "default"},
+    "default": {},
+    "fused": {**_OFF},
+    "fused+compile": {**_OFF, "compile": "default"},
+    "fused+max-autotune": {**_OFF, "compile": "max-autotune-no-cudagraphs"},
+    "fused+compile+graphs": {**_OFF, "compile": "default", "cuda_graphs": True},
+    "fused+max-autotune+graphs": {**_OFF, "compile": "max-autotune-no-cudagraphs", "cuda_graphs": True},
+    "fused+triton": {**_OFF, "kernels": "triton"},
+    "fused+triton+graphs": {**_OFF, "kernels": "triton", "cuda_graphs": True},
+    "fused+triton+compile": {**_OFF, "kernels": "triton", "compile": "default"},
     "fused+triton+compile+graphs": {"kernels": "triton", "compile": "default", "cuda_graphs": True},
     # the run-3 configuration, before attention="matmul" and gelu_epilogue became the CUDA defaults (A/B)
     "fused+triton+sdpa+compile+graphs": {"kernels": "triton", "attention": "sdpa", "gelu_epilogue": False,
@@ -63,6 +67,10 @@ CUDA_ONLY = {"fused+compile+graphs", "fused+max-autotune+graphs", "compile+cl+gr
              "fused+triton+graphs", "fused+triton+compile", "fused+triton+compile+graphs",
              "fused+triton+sdpa+compile+graphs",
              "fused+triton256+compile+graphs"}
+# What runs when no modes are named: our default next to the plain fused network, against timm eager and
+# timm's best mode for the device (every mode of the tables above takes minutes of compiling).
+DEFAULT_MODES = {"cuda": ["fused", "default"], "cpu": ["eager", "fused", "fused+compile"]}
+DEFAULT_TIMM_MODES = {"cuda": ["eager", "compile+cl+graphs"], "cpu": ["eager", "compile+cl"]}
 
 
 @dataclass
@@ -126,6 +134,29 @@ def build_model(model: str | nn.Module, seed: int = 0) -> nn.Module:
     return EfficientFormerForImageClassificationWithTeacher.from_pretrained(model).eval()
 
 
+def _timm_name(model: nn.Module) -> str | None:
+    """timm's variant name ("l1", "l3", "l7") of a preset-shaped model, else None."""
+    from .presets import VARIANTS
+
+    config = model.config
+    return next((v.name for v in VARIANTS.values() if list(v.depths) == list(config.depths)
+                 and list(v.hidden_sizes) == list(config.hidden_sizes)
+                 and v.num_meta3d_blocks == config.num_meta3d_blocks), None)
+
+
+def timm_unavailable(model: nn.Module) -> str | None:
+    """Why timm cannot run the same network as `model` here (one sentence), or None when it can."""
+    import importlib.util
+
+    if importlib.util.find_spec("timm") is None:
+        return "timm is not installed"
+    if _timm_name(model) is None:
+        return "timm has only the L1, L3 and L7 shapes"
+    if not hasattr(model, "distillation_classifier"):
+        return "timm's EfficientFormer always has two heads (benchmark the WithTeacher class)"
+    return None
+
+
 def timm_twin(model: nn.Module) -> nn.Module:
     """timm's EfficientFormer with exactly our model's weights (eval, fp32, CPU).
 
@@ -138,12 +169,9 @@ def timm_twin(model: nn.Module) -> nn.Module:
         raise MissingDependencyError(f"comparing with timm needs 'timm', which is not installed: pip install timm, "
                                      f"or pass --compare none ({err})") from None
     from .key_mapping import Layout, convert_state_dict
-    from .presets import VARIANTS
 
     config = model.config
-    name = next((v.name for v in VARIANTS.values() if list(v.depths) == list(config.depths)
-                 and list(v.hidden_sizes) == list(config.hidden_sizes)
-                 and v.num_meta3d_blocks == config.num_meta3d_blocks), None)
+    name = _timm_name(model)
     if name is None:
         raise ConfigError("timm has only the L1, L3 and L7 shapes; compare a preset-shaped model or pass --compare none.")
     if not hasattr(model, "distillation_classifier"):
@@ -238,13 +266,17 @@ def _copy_to(model: nn.Module, device: torch.device, dtype: torch.dtype) -> nn.M
     return copy.deepcopy(model).to(device=device, dtype=dtype).eval()
 
 
-def _timm_runner(twin: nn.Module, mode: str, device: torch.device, dtype: torch.dtype):
+def _timm_runner(twin: nn.Module, mode: str, device: torch.device, dtype: torch.dtype, image_size: int = 224):
     from .inference import capture_cuda_graph
 
     channels_last, compile_mode, graphs = TIMM_MODES[mode]
     net = _copy_to(twin, device, dtype)
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
+    # One eager call first: timm's attention fills its bias cache (a dict keyed by device) on its first eval
+    # call, and a compiled or captured first call would write that dict inside the graph (the CUDA-graph
+    # modes then fail).
+    net(torch.randn(1, 3, image_size, image_size, device=device, dtype=dtype))
     fn: Callable = net
     if compile_mode:
         fn = torch.compile(net, mode=None if compile_mode == "default" else compile_mode, dynamic=False)
@@ -284,6 +316,22 @@ def _onnxruntime_runner(model: nn.Module, image_size: int):
 
 
 # ------------------------------------------------------------------------------------------ driver
+def quiet_compiler() -> None:
+    """Silence what torch.compile prints on its own: Inductor writes every autotuning table ("AUTOTUNE ...")
+    straight to stderr, and its loggers warn about choices it makes; a benchmark's table would be buried
+    under them. Errors still show."""
+    import logging
+
+    try:
+        from torch._inductor import select_algorithm
+
+        select_algorithm.PRINT_AUTOTUNE = False
+    except Exception:  # an Inductor without that switch prints nothing to silence, or cannot compile at all
+        pass
+    for name in ("torch._inductor", "torch._dynamo"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def environment() -> dict[str, str]:
     """Versions and machine, for the table's header."""
     info = {"python": platform.python_version(), "torch": torch.__version__,
@@ -307,7 +355,7 @@ def environment() -> dict[str, str]:
 
 
 def run_benchmark(model: str | nn.Module = "l1", *, device: str = "cpu", batch_size: int = 32, dtype: str = "fp32",
-                  image_size: int = 224, compare: str | None = "timm", modes: list[str] | None = None,
+                  image_size: int = 224, compare: str | None = "auto", modes: list[str] | None = None,
                   timm_modes: list[str] | None = None, latency: bool = True, throughput: bool = True,
                   min_time: float = 0.5, check_batch: int = 4, seed: int = 0, budget_s: float | None = None,
                   profile: tuple[str, ...] = (), stat: str = "median", log: Callable[[str], None] | None = print) -> list[Row]:
@@ -319,8 +367,10 @@ def run_benchmark(model: str | nn.Module = "l1", *, device: str = "cpu", batch_s
         batch_size: the large batch for throughput.
         dtype: "fp32", "bf16" or "fp16" (all modes run in it; the reference is our fp32 eager model).
         image_size: square input side.
-        compare: "timm" to add timm's modes, or None.
-        modes / timm_modes: which modes (default: all that fit the device, see OUR_MODES / TIMM_MODES).
+        compare: "timm" to add timm's modes, None (or "none") for ours only, "auto" (default): timm's
+            when timm is installed and has the model's shape, else ours only with a note to `log`.
+        modes / timm_modes: which modes (default: DEFAULT_MODES / DEFAULT_TIMM_MODES for the device; all are
+            in OUR_MODES / TIMM_MODES).
         latency / throughput: which measurements.
         min_time: seconds spent timing each measurement.
         check_batch: images in the output check.
@@ -344,18 +394,25 @@ def run_benchmark(model: str | nn.Module = "l1", *, device: str = "cpu", batch_s
         raise InputError("device 'cuda' was requested but torch sees no CUDA GPU; use --device cpu.")
     torch_dtype = parse_dtype(dtype)
     dtype_name = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[torch_dtype]
+    if compare not in (None, "none", "timm", "auto"):
+        raise InputError(f"--compare {compare!r} is not supported; use auto, timm or none.")
     ours = build_model(model, seed)
-    modes = modes if modes is not None else [m for m in OUR_MODES if (dev.type == "cuda" or m not in CUDA_ONLY)
-                      and (m != "onnxruntime" or dev.type == "cpu")]
-    if timm_modes is None:
-        timm_modes = [m for m in TIMM_MODES if dev.type == "cuda" or m not in CUDA_ONLY]
-    timm_modes = timm_modes if compare else []
+    if compare == "auto":
+        reason = timm_unavailable(ours)
+        if reason and log:
+            log(f"[bench] {reason}: measuring ours only")
+        compare = None if reason else "timm"
+    compare = None if compare == "none" else compare
+    kind = "cuda" if dev.type == "cuda" else "cpu"
+    modes = list(modes) if modes is not None else DEFAULT_MODES[kind]
+    timm_modes = (list(timm_modes) if timm_modes is not None else DEFAULT_TIMM_MODES[kind]) if compare else []
     unknown = [m for m in modes if m not in OUR_MODES] + [m for m in timm_modes if m not in TIMM_MODES]
     if unknown:
         raise InputError(f"unknown mode(s) {unknown}; ours: {list(OUR_MODES)}, timm: {list(TIMM_MODES)}.")
     twin = timm_twin(ours) if compare == "timm" else None
-    if compare not in (None, "none", "timm"):
-        raise InputError(f"--compare {compare!r} is not supported; use timm or none.")
+    if any(OUR_MODES[m] and OUR_MODES[m].get("compile", dev.type == "cuda") for m in modes) or any(
+            TIMM_MODES[m][1] for m in timm_modes):
+        quiet_compiler()
 
     gen = torch.Generator().manual_seed(seed + 1)
     shape = (ours.config.num_channels, image_size, image_size)
@@ -380,7 +437,7 @@ def run_benchmark(model: str | nn.Module = "l1", *, device: str = "cpu", batch_s
         try:
             with torch.no_grad():
                 run = (_our_runner(ours, mode, dev, torch_dtype, image_size) if impl == "ours"
-                       else _timm_runner(twin, mode, dev, torch_dtype))
+                       else _timm_runner(twin, mode, dev, torch_dtype, image_size))
                 big = xb.to(dev, torch_dtype)
                 row.max_rel_err = _rel_err(run(big), reference)
                 if latency:
@@ -479,5 +536,7 @@ __all__ = [
     "randomize_",
     "run_benchmark",
     "time_call",
+    "quiet_compiler",
     "timm_twin",
+    "timm_unavailable",
 ]

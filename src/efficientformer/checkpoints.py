@@ -15,7 +15,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import pickle
@@ -24,7 +23,7 @@ import zipfile
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .config import CONFIG_NAME, EfficientFormerConfig
+from .config import CONFIG_NAME, EfficientFormerConfig, read_json_object
 from .errors import CheckpointError, ConfigError, require
 from .key_mapping import FORMATS, convert_state_dict, detect_format, layout_from_keys, strip_wrappers
 from .labels import with_known_names
@@ -42,6 +41,17 @@ TIMM_LAYER_NORM_EPS = 1e-5
 # Buffers a model can rebuild, so a checkpoint may lack them.
 _OPTIONAL_SUFFIXES = ("num_batches_tracked", "attention_bias_idxs")
 _HEADS = ("classifier.", "distillation_classifier.")
+# Integer buffers; every other tensor of an EfficientFormer is a floating-point weight.
+_INTEGER_SUFFIXES = ("num_batches_tracked", "attention_bias_idxs")
+# Float dtypes every backend computes in; anything else in a float slot (an integer, bool, complex or float8
+# tensor) is a corrupt or altered file, and casting it would give wrong numbers without an error.
+_FLOAT_DTYPE_NAMES = ("float16", "bfloat16", "float32", "float64")
+_INTEGER_DTYPE_NAMES = ("uint8", "int8", "int16", "int32", "int64")
+# torch.save stores its zip entries uncompressed, and an EfficientFormer holds at most a few hundred MB (L7: 82 M
+# parameters, 330 MB in float32; a training checkpoint with optimizer state about three times that). A small
+# archive declaring far more (a zip bomb) is refused before torch allocates what it declares.
+MAX_ARCHIVE_BYTES = 4 * 2**30
+MAX_COMPRESSION_RATIO = 50  # declared size / stored size of one entry, checked for entries over 1 MiB
 
 
 @dataclass
@@ -88,10 +98,56 @@ def read_state_dict(path: str | os.PathLike, *, allow_training_args: bool = Fals
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise CheckpointError(f"{path} does not exist; give the path of a weights file, a folder or a hub id.")
+    check_readable(path)
     if _is_safetensors(path):
         return _read_safetensors(path)
     _check_pickle_header(path)
+    check_archive(path)
     return _unwrap(_read_pickle(path, allow_training_args), path)
+
+
+def check_readable(path: str | os.PathLike) -> None:
+    """Raise CheckpointError when `path` cannot be opened for reading (so that it is not called corrupt)."""
+    try:
+        with open(path, "rb"):
+            pass
+    except PermissionError:
+        raise CheckpointError(f"cannot read {os.fspath(path)}: permission denied; make it readable (chmod u+r) or "
+                              "copy it somewhere you can read.") from None
+    except OSError as err:
+        raise CheckpointError(f"cannot read {os.fspath(path)} ({err.strerror or err}); check the path and "
+                              "the disk.") from None
+
+
+def check_archive(path: str | os.PathLike) -> None:
+    """Refuse a zip archive (torch.save's format) whose entries declare more than an EfficientFormer can hold.
+
+    Reads only the archive's directory, so a 4 MB file declaring gigabytes fails in microseconds instead of
+    making torch allocate the declared sizes. Other files pass unchecked.
+
+    Raises:
+        CheckpointError: more than `MAX_ARCHIVE_BYTES` in all, or an entry compressed more than
+            `MAX_COMPRESSION_RATIO` times (torch.save never compresses).
+    """
+    path = os.fspath(path)
+    if not zipfile.is_zipfile(path):
+        return
+    try:
+        with zipfile.ZipFile(path) as archive:
+            entries = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as err:
+        raise CheckpointError(f"{path} is not a readable PyTorch file ({_short(err)}); it is truncated or corrupt: "
+                              "download or write it again.") from None
+    total = sum(entry.file_size for entry in entries)
+    if total > MAX_ARCHIVE_BYTES:
+        raise CheckpointError(f"{path} declares {total / 2**20:,.0f} MiB of data, more than the "
+                              f"{MAX_ARCHIVE_BYTES / 2**20:,.0f} MiB any EfficientFormer checkpoint needs; it is not a "
+                              "checkpoint of this model (or it is forged) and is not read.")
+    for entry in entries:
+        if entry.file_size > 2**20 and entry.file_size > MAX_COMPRESSION_RATIO * max(entry.compress_size, 1):
+            raise CheckpointError(f"{path}: entry {entry.filename} unpacks {entry.compress_size:,} bytes into "
+                                  f"{entry.file_size:,}, a compression torch.save never writes (a zip bomb?); "
+                                  "the file is not read: re-save the weights with torch.save or as .safetensors.")
 
 
 def _check_pickle_header(path: str) -> None:
@@ -126,6 +182,9 @@ def _read_safetensors(path: str) -> dict:
     st = require("safetensors.torch", "torch", "reading .safetensors weights")
     try:
         return dict(st.load_file(path))
+    except PermissionError:  # between check_readable and here
+        raise CheckpointError(f"cannot read {path}: permission denied; make it readable (chmod u+r) or copy it "
+                              "somewhere you can read.") from None
     except Exception as err:  # safetensors raises its own SafetensorError, or OSError
         raise CheckpointError(f"{path} is not a readable safetensors file ({_short(err)}); it is truncated or "
                               "corrupt: download or write it again.") from None
@@ -140,30 +199,48 @@ def _read_pickle(path: str, allow_training_args: bool) -> Any:
             with torch.serialization.safe_globals([argparse.Namespace]):
                 return torch.load(path, map_location="cpu", weights_only=True)
         return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
+    except Exception as err:  # noqa: BLE001 - translated into one sentence (or re-raised) below
+        raise load_error(path, err) from None
+
+
+def load_error(path: str | os.PathLike, err: BaseException, what: str = "PyTorch file") -> BaseException:
+    """The one-sentence CheckpointError for an exception of `torch.load(path, weights_only=True)`.
+
+    torch's own message suggests `weights_only=False`, which would run the file's code; the sentence here
+    names the refused object instead. `what` names the expected kind of file in the message.
+    Exceptions that are not about the file (KeyboardInterrupt, MemoryError, ...) are returned unchanged.
+    """
+    path = os.fspath(path)
+    if isinstance(err, PermissionError):
+        return CheckpointError(f"cannot read {path}: permission denied; make it readable (chmod u+r) or copy it "
+                               "somewhere you can read.")
+    if isinstance(err, pickle.UnpicklingError):
         unsupported = re.search(r"GLOBAL ([\w.]+)", str(err))
-        if unsupported and unsupported.group(1) == "argparse.Namespace":
-            raise CheckpointError(
+        # allow_training_args is an option of weights files only, so other files get the general sentence below
+        if unsupported and unsupported.group(1) == "argparse.Namespace" and what == "PyTorch file":
+            return CheckpointError(
                 f"{path} is a training checkpoint: beside the weights it stores the training arguments as an "
                 "argparse.Namespace, which weights-only loading does not unpickle. If you trust the file, pass "
                 "allow_training_args=True (command line: --allow-training-args), which allows that one class "
                 "and nothing else, or re-save its weights alone: torch.save({'model': torch.load(path, "
-                "weights_only=False)['model']}, 'weights.pth').") from None
+                "weights_only=False)['model']}, 'weights.pth').")
         if unsupported:
-            raise CheckpointError(
+            return CheckpointError(
                 f"{path} contains a pickled Python object ({unsupported.group(1)}) and is not read, since "
                 "unpickling it could run code; re-save only the tensors (a state dict) from a trusted "
-                "environment, ideally as .safetensors.") from None
+                "environment, ideally as .safetensors.")
         if "Weights only load failed" in str(err):
             reason = _short(str(err).rsplit("error:")[-1])
-            raise CheckpointError(
+            return CheckpointError(
                 f"{path} holds pickled data that weights-only loading refuses ({reason}); re-save only the "
-                "tensors (a state dict) from a trusted environment, ideally as .safetensors.") from None
-        raise CheckpointError(f"{path} is not a readable PyTorch file ({_short(err)}); it is truncated or corrupt: "
-                              "download or write it again.") from None
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError, AttributeError) as err:
-        raise CheckpointError(f"{path} is not a readable PyTorch file ({_short(err)}); it is truncated, corrupt "
-                              "or not a weights file: download or write it again.") from None
+                "tensors (a state dict) from a trusted environment, ideally as .safetensors.")
+        return CheckpointError(f"{path} is not a readable {what} ({_short(err)}); it is truncated or corrupt: "
+                               "download or write it again.")
+    if isinstance(err, (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError, AttributeError,
+                        IndexError, TypeError)):
+        return CheckpointError(f"{path} is not a readable {what} ({_short(err)}); it is truncated, corrupt "
+                               "or not a weights file: download or write it again.")
+    return err
 
 
 def _short(err: BaseException) -> str:
@@ -186,6 +263,76 @@ def _unwrap(obj: Any, path: str) -> dict:
                               f"or a dict with one under {' / '.join(map(repr, STATE_DICT_ENTRIES))}.")
     raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a state dict; save model.state_dict() instead "
                           "of the model object.")
+
+
+# ------------------------------------------------------------------------------------ tensor values
+def check_tensors(state_dict: dict, *, source: str, efficientformer: bool = True) -> None:
+    """Raise CheckpointError unless every tensor can be what its key says (any layout's key names).
+
+    Weights must be stored in a float dtype (`_FLOAT_DTYPE_NAMES`) and be finite; BatchNorm running
+    variances must not be negative; the integer buffers (`num_batches_tracked`, `attention_bias_idxs`)
+    must be integers, and attention-bias indices must point inside their table. A float weight relabelled
+    as int32 in a safetensors header, or a NaN weight, would otherwise load and give wrong or NaN scores
+    without an error. Costs about one summation of each tensor (0.15 s for L7 on two cores).
+
+    With `efficientformer=False` (another architecture, e.g. a timm teacher, whose integer buffers are not
+    known here) only floating-point tensors are checked, for finite values.
+    """
+    for key, tensor in state_dict.items():
+        dtype = str(tensor.dtype).replace("torch.", "")
+        if not efficientformer:
+            if tensor.is_floating_point() and not _all_finite(tensor):
+                raise CheckpointError(f"{source}: {key} contains NaN or infinite values; the weights are corrupt "
+                                      "or training diverged: use an earlier or another checkpoint.")
+            continue
+        if key.endswith(_INTEGER_SUFFIXES):
+            if dtype not in _INTEGER_DTYPE_NAMES:
+                raise CheckpointError(f"{source}: {key} is stored as {dtype}, but it is an integer buffer "
+                                      f"({', '.join(_INTEGER_DTYPE_NAMES)}); the file is corrupt or was altered: "
+                                      "download or write it again.")
+            if key.endswith("attention_bias_idxs") and tensor.numel() and (
+                    int(tensor.min()) < 0 or int(tensor.max()) >= tensor.shape[-1]):
+                raise CheckpointError(f"{source}: {key} holds indices outside 0..{tensor.shape[-1] - 1}; the file "
+                                      "is corrupt or was altered: download or write it again.")
+            continue
+        if dtype not in _FLOAT_DTYPE_NAMES:
+            raise CheckpointError(f"{source}: {key} is stored as {dtype}, but it is a weight and must be one of "
+                                  f"{', '.join(_FLOAT_DTYPE_NAMES)}; the file is corrupt or its header was altered: "
+                                  "download or write it again.")
+        if not _all_finite(tensor):
+            raise CheckpointError(f"{source}: {key} contains NaN or infinite values, so every prediction would be "
+                                  "NaN; the weights are corrupt or training diverged: use an earlier or another "
+                                  "checkpoint.")
+        if key.endswith("running_var") and bool((tensor < 0).any()):
+            raise CheckpointError(f"{source}: {key} holds negative variances, which make BatchNorm output NaN; "
+                                  "the file is corrupt or was altered: download or write it again.")
+
+
+def _all_finite(tensor) -> bool:
+    """Whether no element is NaN or infinite, at the cost of a sum (a tenth of `isfinite().all()`).
+
+    A NaN or infinite element makes the sum NaN or infinite, so a finite sum proves every element finite;
+    only a sum that is not finite (which finite values near the dtype's maximum can also give) is confirmed
+    element by element. Half-precision tensors are summed in float32, where their values cannot overflow.
+    """
+    import torch
+
+    total = tensor.sum(dtype=torch.float32) if tensor.element_size() < 4 else tensor.sum()
+    return bool(torch.isfinite(total)) or bool(tensor.isfinite().all())
+
+
+def state_dict_mismatch(expected: dict, given: dict) -> str | None:
+    """How `given` differs from the state dict `expected` (first difference, in words), or None when every
+    key is there with its shape. For messages: a checkpoint of another architecture."""
+    for key, tensor in expected.items():
+        if key not in given:
+            return f"it lacks {key}"
+        if tuple(given[key].shape) != tuple(tensor.shape):
+            return f"{key} has shape {tuple(given[key].shape)} there but {tuple(tensor.shape)} here"
+    extra = [key for key in given if key not in expected]
+    if extra:
+        return f"it has {len(extra)} weights this model lacks, e.g. {extra[0]}"
+    return None
 
 
 # ------------------------------------------------------------------------------ shapes of a config
@@ -455,14 +602,7 @@ def _find_files(name_or_path: str, hub: dict) -> tuple[str, str | None, str | No
 
 
 def _read_json(path: str) -> dict:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise CheckpointError(f"{path} is not valid JSON ({err}); download or write it again.") from None
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{path} holds a JSON {type(data).__name__}, not an object; download or write it again.")
-    return data
+    return read_json_object(path, CheckpointError)
 
 
 def to_transformers_layout(raw: dict, *, source: str) -> tuple[dict, str]:
@@ -518,8 +658,9 @@ def load_checkpoint(name_or_path: str | os.PathLike, *, revision: str | None = N
     name = os.fspath(name_or_path)
     hub = {"revision": revision, "cache_dir": cache_dir, "local_files_only": local_files_only, "token": token}
     weights, config_path, processor_path = _find_files(name, hub)
-    state, fmt = to_transformers_layout(read_state_dict(weights, allow_training_args=allow_training_args),
-                                        source=weights)
+    raw = read_state_dict(weights, allow_training_args=allow_training_args)
+    state, fmt = to_transformers_layout(raw, source=weights)
+    check_tensors(raw, source=weights)  # after the layout check: a non-EfficientFormer file is named as such
     config_data = _read_json(config_path) if config_path else None
     processor = _read_json(processor_path) if processor_path else None
 

@@ -1,17 +1,23 @@
 """`ImageClassifier`: images in, named classes with scores out, in three lines.
 
+It runs a checkpoint through PyTorch, or an exported `.onnx` file through onnxruntime (no PyTorch
+needed), whose labels and preprocessing come from the file's metadata (`efficientformer.export_metadata`).
+
 Example:
     >>> from efficientformer import ImageClassifier
     >>> classifier = ImageClassifier.from_pretrained("snap-research/efficientformer-l1-300")  # doctest: +SKIP
     >>> classifier.predict("cat.jpg", top_k=2)  # doctest: +SKIP
     [[Prediction(label='tabby, tabby cat', index=281, score=0.71), Prediction(label='tiger cat', index=282, ...)]]
+    >>> ImageClassifier.from_pretrained("l1.onnx").predict("cat.jpg", top_k=1)  # doctest: +SKIP
+    [[Prediction(label='tabby, tabby cat', index=281, score=0.71)]]
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -68,18 +74,24 @@ class ImageClassifier:
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike | None = None, device: str | None = None,
-                        **hub_kwargs: Any) -> "ImageClassifier":
-        """Load a classifier from any checkpoint `efficientformer.checkpoints.load_checkpoint` reads.
+                        **hub_kwargs: Any) -> ImageClassifier:
+        """Load a classifier from any checkpoint `efficientformer.checkpoints.load_checkpoint` reads, or
+        from an `.onnx` file written by `efficientformer export` (see `OnnxImageClassifier`).
 
         Args:
-            name_or_path: folder, hub id or weights file (transformers, timm or original layout); None
-                loads the model bundled with the package (Fashion-MNIST, see `efficientformer.bundled`).
+            name_or_path: folder, hub id or weights file (transformers, timm or original layout), or an
+                exported `.onnx` file; None loads the model bundled with the package (Fashion-MNIST, see
+                `efficientformer.bundled`).
             device: `"cpu"`, `"cuda"`, ...; None picks CUDA when available.
             **hub_kwargs: revision, cache_dir, local_files_only, token, allow_training_args.
 
         Raises:
-            CheckpointError: unreadable checkpoint, or one without a classification head.
+            CheckpointError: unreadable checkpoint, one without a classification head, or an `.onnx` file
+                without this package's metadata.
+            MissingDependencyError: PyTorch (checkpoints) or onnxruntime (`.onnx` files) is not installed.
         """
+        if name_or_path is not None and os.fspath(name_or_path).lower().endswith(".onnx"):
+            return OnnxImageClassifier.from_file(name_or_path, device=device)
         torch = require("torch", "torch", "ImageClassifier")
         if name_or_path is None:
             from .bundled import default_model_path
@@ -144,19 +156,138 @@ class ImageClassifier:
         return results
 
     def rank(self, logits, top_k: int) -> list[list[Prediction]]:
-        """Turn (B, num_labels) logits into the `top_k` records of each row."""
+        """Turn (B, num_labels) logits (a torch tensor or a numpy array) into the `top_k` records of each row."""
+        if isinstance(logits, np.ndarray):
+            return self._rank_numpy(logits, top_k)
         import torch
 
         if self.config.problem_type == "multi_label_classification":
             scores = torch.sigmoid(logits)
         else:
             scores = torch.softmax(logits, dim=-1)
+        if not bool(torch.isfinite(scores).all()):  # never report a NaN score as a prediction
+            _refuse_non_finite(int((~torch.isfinite(scores)).any(dim=-1).sum()), len(scores))
         k = min(top_k, scores.shape[-1])
         values, indices = scores.topk(k, dim=-1)
         names = self.config.id2label
         return [[Prediction(label=str(names.get(int(i), i)), index=int(i), score=float(v))
                  for v, i in zip(row_values.tolist(), row_indices.tolist())]
                 for row_values, row_indices in zip(values.cpu(), indices.cpu())]
+
+    def _rank_numpy(self, logits: np.ndarray, top_k: int) -> list[list[Prediction]]:
+        """`rank` for the numpy logits of an ONNX file (in float64, so no torch is needed)."""
+        values = np.asarray(logits, np.float64)
+        with np.errstate(over="ignore", invalid="ignore"):  # non-finite logits are refused just below
+            if self.config.problem_type == "multi_label_classification":
+                scores = 1.0 / (1.0 + np.exp(-values))
+            else:
+                shifted = np.exp(values - values.max(axis=-1, keepdims=True))
+                scores = shifted / shifted.sum(axis=-1, keepdims=True)
+        if not np.isfinite(scores).all():  # never report a NaN score as a prediction
+            _refuse_non_finite(int((~np.isfinite(scores)).any(axis=-1).sum()), len(scores))
+        k = min(top_k, scores.shape[-1])
+        order = np.argsort(-scores, axis=-1, kind="stable")[:, :k]
+        names = self.config.id2label
+        return [[Prediction(label=str(names.get(int(i), i)), index=int(i), score=float(row[i])) for i in picks]
+                for row, picks in zip(scores, order)]
+
+
+class OnnxImageClassifier(ImageClassifier):
+    """`ImageClassifier` over an `.onnx` file written by `efficientformer export`, run by onnxruntime: the
+    labels, the model config and the preprocessing (made for the file's fixed image size) come from the
+    file's metadata (`efficientformer.export_metadata`), so nothing but the file is needed, and no PyTorch.
+    `logits` returns a numpy array; `predict` and `rank` are as for PyTorch models.
+
+    Files without that metadata (exported by other tools, or by versions before 0.1.0 wrote it) are
+    refused rather than run with guessed labels and preprocessing.
+
+    Example:
+        >>> classifier = ImageClassifier.from_pretrained("l1.onnx")  # doctest: +SKIP
+        >>> classifier.image_size  # doctest: +SKIP
+        (224, 224)
+    """
+
+    def __init__(self, session, processor, config, image_size: tuple[int, int], path: str) -> None:
+        self.session = session
+        self.processor = processor
+        self.config = config
+        self.model = None  # no PyTorch module: the session runs the file
+        self.image_size = image_size
+        self.path = path
+        inputs = session.get_inputs()
+        self._input = inputs[0].name
+        batch = inputs[0].shape[0]
+        self._batch = batch if isinstance(batch, int) and batch > 0 else None  # an export with --static-batch
+
+    @property
+    def device(self) -> str:
+        return "cuda" if "CUDAExecutionProvider" in self.session.get_providers() else "cpu"
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike, device: str | None = None) -> OnnxImageClassifier:
+        """Open an exported `.onnx` file with onnxruntime (CPU, or CUDA with `device="cuda"`, or when
+        onnxruntime-gpu is installed and `device` is None).
+
+        Raises:
+            CheckpointError: the file is missing, not ONNX, without this package's metadata, or a backbone.
+            InputError: `device="cuda"` but this onnxruntime has no CUDA provider.
+            MissingDependencyError: onnxruntime is not installed.
+        """
+        from .config import EfficientFormerConfig
+        from .errors import CheckpointError
+        from .export_metadata import check_metadata, decode, processor_for_size
+        from .processing import EfficientFormerImageProcessor
+
+        path = os.fspath(path)
+        if not os.path.isfile(path):
+            raise CheckpointError(f"{path} does not exist; give the path of an .onnx file written by "
+                                  "efficientformer export.")
+        ort = require("onnxruntime", "export", "running an ONNX file")
+        available = ort.get_available_providers()
+        if device is not None and str(device).startswith("cuda") and "CUDAExecutionProvider" not in available:
+            raise InputError(f"device {device!r} was requested but this onnxruntime has no CUDA provider; use "
+                             "device='cpu' or install onnxruntime-gpu.")
+        use_cuda = "CUDAExecutionProvider" in available and (device is None or str(device).startswith("cuda"))
+        providers = (["CUDAExecutionProvider"] if use_cuda else []) + ["CPUExecutionProvider"]
+        state = ort.capi.onnxruntime_pybind11_state  # onnxruntime's own exception classes
+        unreadable = (state.InvalidProtobuf, state.InvalidGraph, state.Fail, state.NoSuchFile, state.InvalidArgument)
+        try:
+            session = ort.InferenceSession(path, providers=providers)
+        except unreadable as err:
+            raise CheckpointError(f"{path} is not a readable ONNX model ({str(err).splitlines()[0]}); re-export "
+                                  "it with efficientformer export.") from None
+        meta = decode(check_metadata(dict(session.get_modelmeta().custom_metadata_map), path))
+        if meta["model_class"] == "EfficientFormerModel":
+            raise CheckpointError(f"{path} holds a backbone without a classification head, so it cannot name "
+                                  "classes; export a fine-tuned classifier instead.")
+        config = EfficientFormerConfig.from_dict(meta["config"])
+        if meta["id2label"]:
+            config.id2label = dict(meta["id2label"])
+        # the file takes one image size only: the processor must produce exactly that size
+        processor = EfficientFormerImageProcessor.from_dict(processor_for_size(meta["preprocessor"],
+                                                                               meta["image_size"]))
+        return cls(session, processor, config, meta["image_size"], path)
+
+    def logits(self, images: Sequence[Any]) -> np.ndarray:
+        """(B, num_labels) float32 logits (numpy) for a batch of images (paths, PIL images or arrays)."""
+        batch = np.ascontiguousarray(self.processor(list(images), return_tensors="np")["pixel_values"],
+                                     dtype=np.float32)
+        if self._batch is None:
+            return self.session.run(None, {self._input: batch})[0]
+        outputs = []
+        for start in range(0, len(batch), self._batch):  # a fixed batch: run full chunks, the last one padded
+            chunk = batch[start:start + self._batch]
+            padded = np.concatenate([chunk, np.zeros((self._batch - len(chunk), *chunk.shape[1:]), np.float32)])
+            outputs.append(self.session.run(None, {self._input: padded})[0][:len(chunk)])
+        return np.concatenate(outputs)
+
+
+def _refuse_non_finite(rows: int, total: int) -> None:
+    from .errors import CheckpointError
+
+    raise CheckpointError(f"the model gave NaN or infinite scores for {rows} of {total} images although their "
+                          "pixels are finite: its weights overflow (the checkpoint is corrupt or training diverged); "
+                          "use another checkpoint.")
 
 
 def _is_single(images: Any) -> bool:

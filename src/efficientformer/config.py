@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import copy
 import json
+import math
+import numbers
 import os
 from typing import Any
 
@@ -50,8 +52,25 @@ _DEFAULTS: dict[str, Any] = {
     "image_size": 224,
     "batch_norm_eps": 1e-5,
 }
-_POSITIVE_INTS = ("dim", "key_dim", "resolution", "num_attention_heads", "num_channels", "pool_size",
-                  "downsample_patch_size", "downsample_stride", "image_size")
+# Upper bounds on what a config may ask for, each far above every published EfficientFormer (L7: depths
+# [6, 6, 18, 8], widths up to 768, 82 M parameters, 1000 labels). They exist so that an untrusted config.json
+# cannot make the library build for minutes or allocate gigabytes before anything useful happens.
+MAX_STAGES = 8
+MAX_DEPTH = 64  # blocks per stage
+MAX_WIDTH = 8192  # channels of a stage (hidden_sizes, dim)
+MAX_LABELS = 100_000
+MAX_IMAGE_SIZE = 4096
+MAX_RATIO = 64  # attention_ratio, mlp_expansion_ratio
+MAX_PARAMETERS = 500_000_000  # elements of every tensor of the model together (L7: 82 M)
+
+# Integer fields with their allowed range. `resolution` is the attention-bias grid: its index table has
+# resolution**4 entries (64 -> 16.8 M), so it is capped lower than the image size.
+_INT_RANGES = {
+    "dim": (1, MAX_WIDTH), "key_dim": (1, 1024), "resolution": (1, 64), "num_attention_heads": (1, 256),
+    "num_channels": (1, 1024), "pool_size": (1, 63), "downsample_patch_size": (1, 63),
+    "downsample_stride": (1, 64), "downsample_pad": (0, 63), "image_size": (1, MAX_IMAGE_SIZE),
+}
+_BOOLS = ("distillation", "use_layer_scale")
 
 
 class EfficientFormerConfig:
@@ -87,7 +106,8 @@ class EfficientFormerConfig:
     def __init__(self, **kwargs: Any) -> None:
         for name, default in _DEFAULTS.items():
             setattr(self, name, copy.deepcopy(kwargs.pop(name, default)))
-        self.hidden_size = kwargs.pop("hidden_size", None) or self.hidden_sizes[-1]
+        widths = self.hidden_sizes if isinstance(self.hidden_sizes, (list, tuple)) and self.hidden_sizes else [None]
+        self.hidden_size = kwargs.pop("hidden_size", None) or widths[-1]  # a wrong type is named by validate()
         self.problem_type = kwargs.pop("problem_type", None)
         id2label = kwargs.pop("id2label", None)
         label2id = kwargs.pop("label2id", None)
@@ -95,22 +115,41 @@ class EfficientFormerConfig:
         kwargs.pop("model_type", None)
         self._set_labels(id2label, num_labels)
         if label2id is not None and id2label is not None:
-            given = {str(k): int(v) for k, v in label2id.items()}
+            try:
+                given = {str(k): int(v) for k, v in label2id.items()}
+            except (AttributeError, TypeError, ValueError):
+                raise ConfigError(f"label2id={_show(label2id)} is invalid: it must map each name to its class "
+                                  "index; give only id2label and label2id is derived from it.") from None
             if given != self.label2id:
-                raise ConfigError(f"label2id {given} is not the inverse of id2label {self.id2label}; "
+                raise ConfigError(f"label2id {_show(given)} is not the inverse of id2label {_show(self.id2label)}; "
                                   "give only id2label and label2id is derived from it.")
         self.extra = kwargs  # unknown keys, kept for the round trip
         self.validate()
 
     # ----------------------------------------------------------------------------------- labels
     def _set_labels(self, id2label: dict | None, num_labels: int | None) -> None:
+        # sizes are checked before any label dict is built: a config saying num_labels 1e9 must fail at once
+        if num_labels is not None and not (_is_int(num_labels) and 0 <= num_labels <= MAX_LABELS):
+            raise ConfigError(f"num_labels={_show(num_labels)} is invalid: it must be a whole number from 0 to "
+                              f"{MAX_LABELS}.")
         if id2label is not None:
-            id2label = {int(k): str(v) for k, v in id2label.items()}
+            if not isinstance(id2label, dict) or len(id2label) > MAX_LABELS:
+                shown = f"a {type(id2label).__name__}" if not isinstance(id2label, dict) else f"{len(id2label)} names"
+                raise ConfigError(f"id2label ({shown}) is invalid: it must map the class indices 0..N-1 to names, "
+                                  f"at most {MAX_LABELS} of them.")
+            converted = {}
+            for key, name in id2label.items():
+                try:
+                    converted[int(key)] = str(name)
+                except (TypeError, ValueError):
+                    raise ConfigError(f"id2label key {_show(key)} is invalid: keys must be the class indices "
+                                      "0..N-1.") from None
+            id2label = converted
             if num_labels is not None and num_labels != len(id2label):
                 raise ConfigError(f"num_labels={num_labels} disagrees with the {len(id2label)} names in id2label; "
                                   "give one or make them agree.")
             if sorted(id2label) != list(range(len(id2label))):
-                raise ConfigError(f"id2label keys must be 0..{len(id2label) - 1}, got {sorted(id2label)}.")
+                raise ConfigError(f"id2label keys must be 0..{len(id2label) - 1}, got {_show(sorted(id2label))}.")
         else:
             id2label = {i: f"LABEL_{i}" for i in range(2 if num_labels is None else int(num_labels))}
         self.id2label = dict(sorted(id2label.items()))
@@ -144,42 +183,83 @@ class EfficientFormerConfig:
 
     # ------------------------------------------------------------------------------- validation
     def validate(self) -> None:
-        """Raise `ConfigError` (a ValueError) naming the first inconsistent field."""
-        def bad(field: str, allowed: str) -> None:
-            raise ConfigError(f"{field}={getattr(self, field)!r} is invalid: {allowed}.")
+        """Raise `ConfigError` (a ValueError) naming the first invalid field, its value and what is allowed.
 
+        Types are checked (integers must be integers, not floats or booleans; rates and epsilons finite
+        numbers), sizes are capped (`MAX_DEPTH`, `MAX_WIDTH`, `MAX_LABELS`, `MAX_PARAMETERS`, ...), and the
+        fields must fit together (`dim == hidden_sizes[-1]`, `num_meta3d_blocks <= depths[-1]`, ...).
+        """
+        def bad(field: str, allowed: str) -> None:
+            raise ConfigError(f"{field}={_show(getattr(self, field))} is invalid: {allowed}.")
+
+        for field in ("depths", "hidden_sizes", "downsamples"):
+            if not isinstance(getattr(self, field), (list, tuple)):
+                bad(field, "it must be a list with one entry per stage")
         n = len(self.depths)
-        if n < 1:
-            bad("depths", "give at least one stage")
+        if not 1 <= n <= MAX_STAGES:
+            bad("depths", f"give 1 to {MAX_STAGES} stages")
+        if not all(_is_int(d) and 1 <= d <= MAX_DEPTH for d in self.depths):
+            bad("depths", f"every stage needs a whole number of blocks from 1 to {MAX_DEPTH}")
         if len(self.hidden_sizes) != n:
             bad("hidden_sizes", f"it needs one entry per stage ({n}, as depths)")
+        if not all(_is_int(h) and 1 <= h <= MAX_WIDTH for h in self.hidden_sizes):
+            bad("hidden_sizes", f"widths must be whole numbers from 1 to {MAX_WIDTH}")
+        if self.hidden_sizes[0] < 2:
+            bad("hidden_sizes", "the first width must be at least 2 (the stem has half as many channels)")
         if len(self.downsamples) != n:
             bad("downsamples", f"it needs one entry per stage ({n}, as depths)")
-        if any(int(d) < 1 for d in self.depths):
-            bad("depths", "every stage needs at least one block")
-        if any(int(h) < 1 for h in self.hidden_sizes):
-            bad("hidden_sizes", "widths must be positive")
-        for field in _POSITIVE_INTS:
-            if not isinstance(getattr(self, field), int) or getattr(self, field) < 1:
-                bad(field, "it must be a positive integer")
+        if not all(isinstance(d, bool) for d in self.downsamples):
+            bad("downsamples", "every entry must be true or false")
+        for field, (low, high) in _INT_RANGES.items():
+            if not (_is_int(getattr(self, field)) and low <= getattr(self, field) <= high):
+                bad(field, f"it must be a whole number from {low} to {high}")
+        for field in _BOOLS:
+            if not isinstance(getattr(self, field), bool):
+                bad(field, "it must be true or false")
         if self.dim != self.hidden_sizes[-1]:
             bad("dim", f"it must equal the last hidden size, hidden_sizes[-1]={self.hidden_sizes[-1]}")
         if self.hidden_size != self.hidden_sizes[-1]:
             bad("hidden_size", f"it must equal the last hidden size, hidden_sizes[-1]={self.hidden_sizes[-1]}")
-        if not 0 <= self.num_meta3d_blocks <= self.depths[-1]:
+        if not (_is_int(self.num_meta3d_blocks) and 0 <= self.num_meta3d_blocks <= self.depths[-1]):
             bad("num_meta3d_blocks", f"the last stage has {self.depths[-1]} blocks, so 0..{self.depths[-1]} are allowed")
-        if self.attention_ratio <= 0 or self.mlp_expansion_ratio <= 0:
-            bad("attention_ratio" if self.attention_ratio <= 0 else "mlp_expansion_ratio", "it must be positive")
+        for field in ("attention_ratio", "mlp_expansion_ratio"):
+            if not (_is_number(getattr(self, field)) and 0 < getattr(self, field) <= MAX_RATIO):
+                bad(field, f"it must be a positive number up to {MAX_RATIO}")
+        if int(self.attention_ratio * self.key_dim) < 1:
+            bad("attention_ratio", f"attention_ratio * key_dim ({self.key_dim}) must be at least 1")
+        if int(min(self.hidden_sizes) * self.mlp_expansion_ratio) < 1:
+            bad("mlp_expansion_ratio", f"the MLP of the narrowest stage ({min(self.hidden_sizes)}) needs at least "
+                "one hidden unit")
         if self.pool_size % 2 == 0:
             bad("pool_size", "it must be odd so that pooling keeps the feature size")
-        if self.hidden_act not in ACTIVATIONS:
+        if not isinstance(self.hidden_act, str) or self.hidden_act not in ACTIVATIONS:
             bad("hidden_act", f"choose one of {', '.join(ACTIVATIONS)}")
-        if not 0.0 <= self.drop_path_rate < 1.0:
-            bad("drop_path_rate", "it is a probability in [0, 1)")
-        if not 0.0 <= self.hidden_dropout_prob < 1.0:
-            bad("hidden_dropout_prob", "it is a probability in [0, 1)")
+        for field in ("drop_path_rate", "hidden_dropout_prob"):
+            if not (_is_number(getattr(self, field)) and 0.0 <= getattr(self, field) < 1.0):
+                bad(field, "it is a probability in [0, 1)")
+        for field in ("layer_norm_eps", "batch_norm_eps"):
+            # 0 or less divides by the square root of a variance that can be 0: NaN outputs
+            if not (_is_number(getattr(self, field)) and getattr(self, field) > 0):
+                bad(field, "it must be a finite positive number (e.g. 1e-05)")
+        if not (_is_number(self.initializer_range) and self.initializer_range >= 0):
+            bad("initializer_range", "it must be a finite number >= 0")
+        if not _is_number(self.layer_scale_init_value):
+            bad("layer_scale_init_value", "it must be a finite number")
         if self.problem_type is not None and self.problem_type not in PROBLEM_TYPES:
             bad("problem_type", f"choose one of {', '.join(PROBLEM_TYPES)} or None")
+        if len(self.id2label) > MAX_LABELS:
+            raise ConfigError(f"num_labels={len(self.id2label)} is invalid: at most {MAX_LABELS} classes are allowed.")
+        size = self.num_parameters()
+        if size > MAX_PARAMETERS:
+            raise ConfigError(f"this configuration describes a model of {size:,} weights, more than the "
+                              f"{MAX_PARAMETERS:,} allowed (the largest EfficientFormer, L7, has 82 million); "
+                              "use smaller depths, hidden_sizes, mlp_expansion_ratio or num_labels.")
+
+    def num_parameters(self) -> int:
+        """Number of elements of every tensor of the two-head classifier (parameters and buffers)."""
+        from .checkpoints import expected_shapes
+
+        return sum(math.prod(shape) for shape in expected_shapes(self).values())
 
     # ------------------------------------------------------------------------------ presets
     @classmethod
@@ -228,13 +308,12 @@ class EfficientFormerConfig:
 
     @classmethod
     def from_json_file(cls, path: str | os.PathLike) -> "EfficientFormerConfig":
-        """Read one `config.json` file."""
-        try:
-            with open(path, encoding="utf-8") as handle:
-                data = json.load(handle)
-        except json.JSONDecodeError as err:
-            raise ConfigError(f"{path} is not valid JSON ({err}); re-download or rewrite it.") from None
-        return cls.from_dict(data)
+        """Read one `config.json` file.
+
+        Raises:
+            ConfigError: the file is missing, unreadable, not a JSON object, or holds invalid values.
+        """
+        return cls.from_dict(read_json_object(path))
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, **kwargs: Any) -> "EfficientFormerConfig":
@@ -243,16 +322,14 @@ class EfficientFormerConfig:
 
         hub_kwargs = {k: kwargs.pop(k) for k in ("revision", "cache_dir", "local_files_only", "token") if k in kwargs}
         path = name_or_path if os.path.isfile(name_or_path) else resolve_file(name_or_path, CONFIG_NAME, **hub_kwargs)
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-        return cls.from_dict(data, **kwargs)
+        return cls.from_dict(read_json_object(path), **kwargs)
 
     def save_pretrained(self, folder: str | os.PathLike) -> str:
-        """Write `folder/config.json` (the folder is created) and return its path."""
-        os.makedirs(folder, exist_ok=True)
+        """Write `folder/config.json` atomically (the folder is created) and return its path."""
+        from .fileio import write_text
+
         path = os.path.join(folder, CONFIG_NAME)
-        with open(path, "w", encoding="utf-8") as handle:
-            handle.write(self.to_json_string())
+        write_text(path, self.to_json_string())
         return path
 
     def copy(self, **overrides: Any) -> "EfficientFormerConfig":
@@ -264,3 +341,38 @@ class EfficientFormerConfig:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__} {self.to_json_string()}"
+
+
+def read_json_object(path: str | os.PathLike, error: type[ValueError] = ConfigError) -> dict[str, Any]:
+    """The JSON object in `path`, or `error` (one sentence) when the file is missing, unreadable or not an object."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except FileNotFoundError:
+        raise error(f"{path} does not exist; give the path of a config.json or of the folder holding it.") from None
+    except PermissionError:
+        raise error(f"cannot read {path}: permission denied; make it readable (chmod u+r) or copy it "
+                    "somewhere you can read.") from None
+    except IsADirectoryError:
+        raise error(f"{path} is a folder, not a JSON file; point at the file itself.") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise error(f"{path} is not valid JSON ({err}); download or write it again.") from None
+    if not isinstance(data, dict):
+        raise error(f"{path} holds a JSON {type(data).__name__}, not an object; download or write it again.")
+    return data
+
+
+def _is_int(value: Any) -> bool:
+    """A whole number given as an integer (numpy's too); True and 3.0 are not, as JSON never writes a count so."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    """A finite int or float, not a bool (JSON's NaN and Infinity literals parse as floats)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _show(value: Any) -> str:
+    """`repr` of a config value, cut short so that a list of 100000 depths gives a one-line message."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."

@@ -12,6 +12,12 @@ Keys are renamed through `efficientformer.key_mapping`; tensors are copied uncha
 `dtype`), so converting there and back gives identical tensors. With `verify=True` the source and the
 written checkpoint are run as models on the same random batch and the largest difference is reported.
 
+Writes are atomic (`efficientformer.fileio.write_folder`): a kill leaves the old folder or the new one.
+A destination that already holds a model is refused unless `overwrite=True`, and then every file of the
+old model goes (its other files stay); a destination that is, holds or lies inside the source (symlinks
+resolved) is always refused. `"timm"` refuses shapes timm's constructor cannot build
+(`timm_support_error` names the field).
+
 Example:
     >>> from efficientformer.convert import convert
     >>> result = convert("efficientformer_l1_300d.pth", "efficientformer-l1", format="hf")  # doctest: +SKIP
@@ -21,7 +27,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass
@@ -30,6 +35,15 @@ from typing import Any
 from .checkpoints import TIMM_LAYER_NORM_EPS, Checkpoint, load_checkpoint
 from .config import EfficientFormerConfig
 from .errors import CheckpointError, InputError, require
+from .fileio import (
+    check_folder,
+    is_inside,
+    is_model_file,
+    same_path,
+    write_folder,
+    write_json,
+    write_with,
+)
 from .key_mapping import Layout, convert_state_dict
 from .presets import RELEASED_PREPROCESSING
 
@@ -38,8 +52,12 @@ DTYPES = ("float32", "float16", "bfloat16")
 # preprocessing of the released checkpoints (resize 256 bicubic, crop 224, ImageNet mean/std): used for
 # checkpoints that carry no settings of their own (a bare .pth / .safetensors file)
 _INTERPOLATION = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic"}
-# timm's EfficientFormer fixes these; other values load here but not in timm.
-_TIMM_FIXED = {"key_dim": 32, "num_attention_heads": 8, "attention_ratio": 4, "resolution": 7}
+# What timm 1.0's EfficientFormer constructor fixes, as (config field, timm's value). Its `Attention` is built
+# with its defaults (key_dim 32, 8 heads, attn_ratio 4, a 7x7 bias grid) whatever the model args say, so
+# the attention fields matter only for models with attention blocks; the rest holds for every model.
+_TIMM_FIXED_ATTENTION = (("key_dim", 32), ("num_attention_heads", 8), ("attention_ratio", 4), ("resolution", 7))
+_TIMM_FIXED = (("downsample_patch_size", 3), ("downsample_stride", 2), ("downsample_pad", 1),
+               ("hidden_act", "gelu"), ("batch_norm_eps", 1e-5), ("use_layer_scale", True))
 
 
 @dataclass
@@ -103,29 +121,60 @@ def timm_pretrained_cfg(settings: dict, config: EfficientFormerConfig) -> dict:
             "interpolation": _INTERPOLATION.get(int(settings.get("resample", 3)), "bicubic"),
             "crop_pct": crop_pct, "crop_mode": crop_mode, "mean": mean, "std": std,
             "num_classes": config.num_labels, "first_conv": "stem.conv1",
-            "classifier": ["head", "head_dist"] if config.distillation else "head"}
+            # timm's model always has both heads (a single-head model is written with its head twice)
+            "classifier": ["head", "head_dist"]}
 
 
-def _timm_config(checkpoint: Checkpoint) -> tuple[dict, list[str]]:
+def timm_support_error(config: EfficientFormerConfig, state: dict) -> str | None:
+    """Why timm's `EfficientFormer` cannot hold this model (one sentence), or None when it can."""
+    fixed = list(_TIMM_FIXED) + (list(_TIMM_FIXED_ATTENTION) if config.num_meta3d_blocks > 0 else [])
+    for name, value in fixed:
+        if getattr(config, name) != value:
+            why = " in its Attention blocks" if name in dict(_TIMM_FIXED_ATTENTION) else ""
+            return (f"timm's EfficientFormer cannot build this model: it fixes {name}={value!r}{why}, and this model "
+                    f"has {name}={getattr(config, name)!r}; convert to --format hf (this package and transformers "
+                    "load it) or original instead.")
+    if config.num_meta3d_blocks < 1:
+        return ("timm's EfficientFormer needs at least one attention block (num_vit >= 1: with none its final "
+                "LayerNorm gets a feature map and fails), and this model has num_meta3d_blocks=0; convert to "
+                "--format hf or original instead.")
+    if config.pool_size != 3:
+        # timm's constructor takes pool_size, but timm folders (ours and timm's) do not record it for readers
+        # that infer the model from its weights, so the folder would come back with 3
+        return (f"the timm layout keeps timm's default pool_size=3, and this model has pool_size={config.pool_size}; "
+                "convert to --format hf or original instead.")
+    hidden = config.hidden_sizes
+    if not all(config.downsamples[i] or hidden[i] != hidden[i + 1] for i in range(len(hidden) - 1)):
+        return ("timm's EfficientFormer layout written here needs a downsampling step between every two stages, and "
+                f"this model has downsamples={config.downsamples}; convert to --format hf or original instead.")
+    if "classifier.weight" not in state and "distillation_classifier.weight" not in state:
+        return ("timm's EfficientFormer folder holds a classifier, and this checkpoint is a bare backbone (no head); "
+                "convert a classification checkpoint, or use --format hf or original for the backbone.")
+    return None
+
+
+def _timm_config(checkpoint: Checkpoint) -> dict:
+    """timm's hub `config.json` for the checkpoint: `timm.create_model(architecture, **model_args)` builds it."""
     config = checkpoint.config
-    notes = [f"timm's EfficientFormer fixes {name}={value}; this model has {getattr(config, name)}, so timm itself "
-             "cannot build it (this package can)" for name, value in _TIMM_FIXED.items()
-             if getattr(config, name) != value]
     from .presets import VARIANTS
 
     arch = next((f"efficientformer_{v.name}" for v in VARIANTS.values()
                  if list(v.depths) == config.depths and list(v.hidden_sizes) == config.hidden_sizes
                  and v.num_meta3d_blocks == config.num_meta3d_blocks), "efficientformer_l1")
-    data = {
+    # num_classes is in model_args too, so the documented recipe builds the right head as pasted
+    model_args: dict[str, Any] = {"depths": list(config.depths), "embed_dims": list(config.hidden_sizes),
+                                  "num_vit": config.num_meta3d_blocks, "mlp_ratios": config.mlp_expansion_ratio,
+                                  "num_classes": config.num_labels}
+    if config.num_channels != 3:
+        model_args["in_chans"] = config.num_channels
+    return {
         "architecture": arch,
         "num_classes": config.num_labels,
         "num_features": config.hidden_sizes[-1],
-        "model_args": {"depths": list(config.depths), "embed_dims": list(config.hidden_sizes),
-                       "num_vit": config.num_meta3d_blocks, "mlp_ratios": config.mlp_expansion_ratio},
+        "model_args": model_args,
         "pretrained_cfg": {"architecture": arch, **timm_pretrained_cfg(processor_settings(checkpoint), config)},
         "label_names": [config.id2label[i] for i in range(config.num_labels)],
     }
-    return data, notes
 
 
 def _write_hf(checkpoint: Checkpoint, state: dict, folder: str) -> str:
@@ -133,7 +182,6 @@ def _write_hf(checkpoint: Checkpoint, state: dict, folder: str) -> str:
 
     from .processing import EfficientFormerImageProcessor
 
-    os.makedirs(folder, exist_ok=True)
     config = checkpoint.config.copy()
     has_dist = "distillation_classifier.weight" in state
     has_head = "classifier.weight" in state
@@ -144,34 +192,44 @@ def _write_hf(checkpoint: Checkpoint, state: dict, folder: str) -> str:
         config.extra["dtype"] = str(floats[0]).replace("torch.", "")
     if not has_head:  # a bare backbone is saved without the "efficientformer." prefix, as transformers does
         state = {k.removeprefix("efficientformer."): v for k, v in state.items()}
-    config.save_pretrained(folder)
-    save_file({k: v.contiguous() for k, v in state.items()}, os.path.join(folder, "model.safetensors"),
-              metadata={"format": "pt"})
-    EfficientFormerImageProcessor(**processor_settings(checkpoint)).save_pretrained(folder)
+    processor = EfficientFormerImageProcessor(**processor_settings(checkpoint))
+    with write_folder(folder) as tmp:  # all files appear at once; an older model's files go
+        config.save_pretrained(tmp)
+        save_file({k: v.contiguous() for k, v in state.items()}, os.path.join(tmp, "model.safetensors"),
+                  metadata={"format": "pt"})
+        processor.save_pretrained(tmp)
     return folder
 
 
-def _write_timm(checkpoint: Checkpoint, state: dict, folder: str) -> tuple[str, list[str]]:
+def _with_both_heads(state: dict) -> tuple[dict, bool]:
+    """timm's model always has a distillation head: a single-head state gets its head twice (timm averages
+    the two, so its logits are the head's own). Returns (state, whether the head was doubled)."""
+    if "classifier.weight" not in state or "distillation_classifier.weight" in state:
+        return state, False
+    state = dict(state)
+    for part in ("weight", "bias"):
+        state[f"distillation_classifier.{part}"] = state[f"classifier.{part}"].clone()
+    return state, True
+
+
+def _write_timm(checkpoint: Checkpoint, state: dict, folder: str) -> str:
     from safetensors.torch import save_file
 
     layout = Layout.from_config(checkpoint.config)
     timm_state = convert_state_dict(state, "transformers", "timm", layout)
-    data, notes = _timm_config(checkpoint)
-    os.makedirs(folder, exist_ok=True)
-    with open(os.path.join(folder, "config.json"), "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2)
-        handle.write("\n")
-    save_file({k: v.contiguous() for k, v in timm_state.items()}, os.path.join(folder, "model.safetensors"))
-    return folder, notes
+    data = _timm_config(checkpoint)
+    with write_folder(folder) as tmp:
+        write_json(tmp / "config.json", data)
+        save_file({k: v.contiguous() for k, v in timm_state.items()}, os.path.join(tmp, "model.safetensors"))
+    return folder
 
 
-def _write_original(checkpoint: Checkpoint, state: dict, dst: str) -> str:
+def _write_original(checkpoint: Checkpoint, state: dict, path: str) -> str:
     import torch
 
-    path = dst if dst.endswith((".pth", ".pt")) else os.path.join(dst, "model.pth")
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     layout = Layout.from_config(checkpoint.config)
-    torch.save({"model": convert_state_dict(state, "transformers", "original", layout)}, path)
+    original = {"model": convert_state_dict(state, "transformers", "original", layout)}
+    write_with(path, lambda tmp: torch.save(original, tmp))
     return path
 
 
@@ -200,9 +258,58 @@ def max_output_difference(a: Checkpoint, b: Checkpoint, *, batch: int = 1, seed:
     return float((outputs[0] - outputs[1]).abs().max())
 
 
+def _target(dst: str, kind: str) -> str:
+    """The path convert writes: the folder itself (hf, timm), or the `.pth` file (original)."""
+    if kind != "original" or dst.endswith((".pth", ".pt")):
+        return dst
+    return os.path.join(dst, "model.pth")
+
+
+def _check_destination(dst: str, kind: str, overwrite: bool) -> str:
+    """Refuse (one sentence, before any work) a destination that cannot or should not be written."""
+    path = _target(dst, kind)
+    if kind != "original":
+        target = check_folder(path)
+        held = sorted(e.name for e in target.iterdir() if is_model_file(e.name)) if target.is_dir() else []
+        if held and not overwrite:
+            raise InputError(f"{dst} already holds a model ({', '.join(held)}); pass --overwrite (overwrite=True) "
+                             "to replace it (its other files are kept), or choose an empty folder.")
+        return path
+    if os.path.isdir(path):
+        raise InputError(f"{path} is a folder; give a .pth file path for --format original.")
+    if os.path.lexists(path) and not overwrite:
+        raise InputError(f"{path} already exists; pass --overwrite (overwrite=True) to replace it, or choose "
+                         "another file name.")
+    if os.path.isfile(path) and not os.stat(path).st_mode & 0o222 or (
+            os.path.exists(path) and not os.access(path, os.W_OK)):
+        raise InputError(f"{path} is read-only, so it is not replaced; make it writable (chmod u+w {path}) or "
+                         "write somewhere else.")
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(parent) and os.path.dirname(parent) != parent:
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent) or not os.access(parent, os.W_OK) or not os.stat(parent).st_mode & 0o222:
+        raise InputError(f"cannot write {path}: {parent} is not a writable folder; fix its permissions or write "
+                         "somewhere else.")
+    return path
+
+
+def _check_not_source(dst: str, path: str, sources: list[str], folder_source: bool) -> None:
+    """Refuse a destination that is, holds or lies inside the source, through symlinks and hard links too:
+    writing there would replace the weights being converted."""
+    for source in sources:
+        if same_path(path, source) or is_inside(source, path) or is_inside(source, dst) or (
+                folder_source and is_inside(path, source)):
+            raise InputError(f"{dst} is where the source is ({source}, through links resolved); write the "
+                             "conversion somewhere else.")
+
+
 def convert(src: str | os.PathLike, dst: str | os.PathLike, *, format: str = "hf", dtype: str | None = None,
-            verify: bool = True, allow_training_args: bool = False, **hub_kwargs: Any) -> ConversionResult:
+            verify: bool = True, allow_training_args: bool = False, overwrite: bool = False,
+            **hub_kwargs: Any) -> ConversionResult:
     """Write the checkpoint `src` (any layout `load_checkpoint` reads) in layout `format` at `dst`.
+
+    The write is atomic: the folder (or `.pth` file) is built beside `dst` and swapped in at once, so an
+    error or a kill leaves what was there before.
 
     Args:
         src: folder, hub id or weights file.
@@ -212,6 +319,8 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, *, format: str = "hf
         verify: run source and written checkpoint on one random batch and report the difference
             (needs the PyTorch model classes).
         allow_training_args: read training checkpoints that pickle `argparse.Namespace` arguments.
+        overwrite: replace a model already at `dst` (its model files all go, other files stay); without
+            it such a `dst` is refused.
         **hub_kwargs: revision, cache_dir, local_files_only, token.
 
     Returns:
@@ -219,29 +328,47 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, *, format: str = "hf
 
     Raises:
         CheckpointError: the source cannot be read.
-        InputError: unknown format or dtype, or `dst` is where the source is.
+        InputError: unknown format or dtype; `dst` is, holds or lies inside the source (symlinks
+            resolved), is a file where a folder is needed, is read-only, or holds a model and `overwrite`
+            is False; `format="timm"` for a model timm's constructor cannot build (the field is named).
     """
     require("torch", "torch", "converting checkpoints")
     if format not in OUTPUT_FORMATS:
         raise InputError(f"format {format!r} is not supported; choose hf, timm or original.")
-    source = load_checkpoint(src, allow_training_args=allow_training_args, **hub_kwargs)
-    state = _cast(source.state_dict, dtype)
-    dst = os.fspath(dst)
-    if os.path.abspath(dst) == os.path.abspath(source.source) or (
-            os.path.isdir(dst) and os.path.abspath(os.path.dirname(source.source)) == os.path.abspath(dst)):
-        raise InputError(f"{dst} is where the source is; write the conversion somewhere else.")
-    notes: list[str] = []
+    if dtype is not None and dtype not in DTYPES:
+        raise InputError(f"dtype {dtype!r} is not supported; choose one of {', '.join(DTYPES)}.")
     kind = OUTPUT_FORMATS[format]
+    dst = os.fspath(dst)
+    path = _check_destination(dst, kind, overwrite)
+    src_path = os.fspath(src)
+    local = os.path.exists(src_path)
+    if local:  # before reading: a destination that is the source is refused at once
+        _check_not_source(dst, path, [src_path], os.path.isdir(src_path))
+    source = load_checkpoint(src, allow_training_args=allow_training_args, **hub_kwargs)
+    # the file actually read (a hub snapshot's blob, a folder's weights) and the folder it lies in
+    folder_source = not (local and os.path.isfile(src_path))
+    sources = [source.source] + ([os.path.dirname(source.source)] if folder_source else [])
+    _check_not_source(dst, path, sources, folder_source)
+    notes: list[str] = []
+    state = source.state_dict
+    if kind == "timm":
+        problem = timm_support_error(source.config, state)
+        if problem:
+            raise InputError(problem)
+        state, doubled = _with_both_heads(state)
+        if doubled:
+            notes.append("timm's EfficientFormer always has a distillation head; the classifier was written as "
+                         "both heads (timm averages them, so its logits are this model's)")
+    state = _cast(state, dtype)
     if kind != "transformers" and source.config.layer_norm_eps != TIMM_LAYER_NORM_EPS:
         notes.append(f"the {kind} layout implies LayerNorm eps {TIMM_LAYER_NORM_EPS:g} (this model used "
                      f"{source.config.layer_norm_eps:g}); the verified difference below includes that change")
     if kind == "transformers":
-        path = _write_hf(source, state, dst)
+        _write_hf(source, state, path)
     elif kind == "timm":
-        path, timm_notes = _write_timm(source, state, dst)
-        notes.extend(timm_notes)
+        _write_timm(source, state, path)
     else:
-        path = _write_original(source, state, dst)
+        _write_original(source, state, path)
     written = load_checkpoint(path)
     if set(written.state_dict) != set(state):
         raise CheckpointError(f"{path} did not read back with the same keys; please report this as a bug.")

@@ -25,6 +25,6 @@ def require(module: str, extra: str, purpose: str):
         return importlib.import_module(module)
     except ImportError as err:
         raise MissingDependencyError(
-            f"{purpose}: {module.split('.')[0]!r} is not installed; install it with "
-            f"pip install 'efficientformer[{extra}]'  ({err})."
+            f"{purpose}: {module.split('.')[0]!r} is not installed; install the {extra!r} extra "
+            f"(pip install -e '.[{extra}]' in the efficientformer checkout)  ({err})."
         ) from None

@@ -3,7 +3,7 @@
 `export(model, path, format=...)` is the one entry point; each format also has its own function.
 Every exporter writes the folded inference network (`efficientformer.inference.fuse`: BatchNorms, layer
 scales and LayerNorm affines folded, attention bias precomputed for the image size), and checks what it
-wrote against the PyTorch model's logits where the format can be run here:
+wrote against the PyTorch model where the format can be run here:
 
 | format | how | checked |
 | --- | --- | --- |
@@ -12,8 +12,17 @@ wrote against the PyTorch model's logits where the format can be run here:
 | tflite | our Keras classes -> `tf.lite.TFLiteConverter` (fp32, fp16 or int8 weights) | LiteRT interpreter |
 | coreml | `coremltools.convert` of the traced network -> `.mlpackage` (ML program) | spec validated (runs only on macOS) |
 
+A checkpoint path is built as the class its weights hold (`efficientformer.modeling_torch.model_class_for`):
+both heads (`EfficientFormerForImageClassificationWithTeacher`), one head
+(`EfficientFormerForImageClassification`) or none (`EfficientFormerModel`), so the file computes what
+`from_pretrained` of that class computes, and the check compares against that model.
+
 The model input is float (B, 3, H, W) `pixel_values` normalized as the image processor does; the output
-is `logits` (B, num_labels) (the mean of both heads for the WithTeacher class, as its `logits`).
+is `logits` (B, num_labels) for the classifiers (the mean of both heads for the WithTeacher class, as its
+`logits`) and `last_hidden_state` (B, N, C), the normalized tokens, for a backbone. Each file carries
+its model class, config, labels and preprocessing (`efficientformer.export_metadata`: ONNX
+`metadata_props`, TFLite metadata, Core ML user-defined metadata, TorchScript extra files), and is
+written atomically: a temporary file beside the target, checked, then renamed over it.
 
 Example:
     >>> from efficientformer import EfficientFormerForImageClassificationWithTeacher, export
@@ -24,37 +33,88 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
 from .errors import ConfigError, InputError, require
+from .export_metadata import (
+    TORCHSCRIPT_METADATA_FILE,
+    export_metadata,
+    output_name,
+    read_metadata,
+    tflite_with_metadata,
+)
 
 FORMATS = ("onnx", "torchscript", "tflite", "coreml")
 DEFAULT_OPSET = 18
+# the random-weight models built from a preset name are the same on every call
+PRESET_SEED = 0
 
 
 def _size(image_size: Any, config) -> tuple[int, int]:
     if image_size is None:
-        return config.image_size, config.image_size
-    if isinstance(image_size, int):
-        return image_size, image_size
-    height, width = (int(v) for v in image_size)
+        height = width = int(config.image_size)
+    elif isinstance(image_size, int):
+        height = width = image_size
+    else:
+        height, width = (int(v) for v in image_size)
     if min(height, width) < 32:
         raise InputError(f"image_size {height}x{width} is too small; the model needs at least 32x32.")
     return height, width
 
 
 def load_model(model: Any):
-    """A PyTorch model instance as given, or loaded from a preset name ("l1", random weights), a folder,
-    a file or a hub id (any checkpoint layout `from_pretrained` reads). Eval mode."""
+    """The PyTorch model to export, in eval mode:
+
+    - a model instance: as given;
+    - a folder, weights file or hub id (any checkpoint layout `load_checkpoint` reads): the class its
+      heads make it (`model_class_for`: WithTeacher, single-head classifier or backbone) with its
+      weights in float32 and its preprocessing (`processor_settings`), as `from_pretrained` of that
+      class builds it;
+    - a preset name, "l1", "l3" or "l7" (when no such path exists): the WithTeacher class with random
+      weights (the constructor's initialization, seeded), for trying a format out.
+    """
     if not isinstance(model, (str, os.PathLike)):
         return model.eval()
-    from .bench import build_model
+    name = os.fspath(model)
+    from .presets import VARIANTS
 
-    return build_model(os.fspath(model))
+    if name.lower() in VARIANTS and not os.path.exists(name):
+        return _random_preset(name.lower())
+    from .checkpoints import load_checkpoint
+    from .convert import build_model
+
+    # build_model: model_class_for(state_dict)(config) with the checkpoint's weights, as from_pretrained does
+    return build_model(load_checkpoint(name))
+
+
+def _random_preset(name: str):
+    """The WithTeacher model of a preset with random weights. The constructor alone leaves layer scales at
+    1e-5 and every normalization at identity, under which a folding error would not show in the export's
+    check: those get random, realistic values too (as the benchmark's models have)."""
+    torch = require("torch", "torch", "export")
+    from .config import EfficientFormerConfig
+    from .modeling_torch import EfficientFormerForImageClassificationWithTeacher
+
+    with torch.random.fork_rng(devices=[]), torch.no_grad():  # seeded without touching the caller's state
+        torch.manual_seed(PRESET_SEED)
+        model = EfficientFormerForImageClassificationWithTeacher(EfficientFormerConfig.from_preset(name))
+        for key, tensor in model.state_dict().items():  # the tensors share storage with the model
+            if "layer_scale" in key:
+                tensor.uniform_(0.05, 0.55)
+            elif key.endswith("running_var"):
+                tensor.uniform_(0.5, 1.5)
+            elif key.endswith("running_mean") or (tensor.ndim == 1 and "norm" in key and key.endswith("bias")):
+                tensor.normal_(0.0, 0.1)
+            elif tensor.ndim == 1 and "norm" in key and key.endswith("weight"):
+                tensor.normal_(1.0, 0.2)
+    return model.eval()
 
 
 def _fused_cpu(model, size: tuple[int, int]):
@@ -65,6 +125,9 @@ def _fused_cpu(model, size: tuple[int, int]):
 
 
 def _check_close(got: np.ndarray, want: np.ndarray, atol: float, what: str) -> float:
+    if got.shape != want.shape:
+        raise RuntimeError(f"{what} has shape {got.shape}, PyTorch {want.shape}; please report this with the "
+                           "model's config.")
     diff = float(np.max(np.abs(got.astype(np.float64) - want.astype(np.float64))))
     if not np.isfinite(diff) or diff > atol:
         raise RuntimeError(f"{what} differs from PyTorch by {diff:.2e} (more than {atol:.0e}); "
@@ -77,6 +140,7 @@ def _sample(config, size: tuple[int, int], batch: int = 2, seed: int = 0) -> np.
 
 
 def _reference(model, x: np.ndarray) -> np.ndarray:
+    """What the file must compute: the model's `logits`, or `last_hidden_state` for a backbone."""
     import torch
 
     with torch.no_grad():
@@ -85,10 +149,57 @@ def _reference(model, x: np.ndarray) -> np.ndarray:
     return out.float().numpy()
 
 
+def _output(model) -> str:
+    return output_name(type(model).__name__.removeprefix("TF"))
+
+
+def check_output_path(path: str | os.PathLike, format: str) -> str:
+    """The output path as a string, refused (before any work) when it cannot be written as `format`: a
+    folder where a file goes, a Core ML package not ending in `.mlpackage`, a parent that is a file.
+
+    Raises:
+        InputError: with one sentence naming the path and what to give instead.
+    """
+    path = os.fspath(path)
+    if format == "coreml":
+        if not path.rstrip("/").endswith(".mlpackage"):
+            raise InputError(f"a Core ML model is a folder ending in .mlpackage; got {path!r}.")
+        if os.path.exists(path) and not os.path.isdir(path):
+            raise InputError(f"{path} is a file; a Core ML model is a folder ending in .mlpackage, remove the file "
+                             "or choose another name.")
+        path = path.rstrip("/")
+    elif os.path.isdir(path):
+        suffix = {"onnx": ".onnx", "torchscript": ".pt", "tflite": ".tflite"}.get(format, "")
+        raise InputError(f"{path} is a folder; give the file to write, e.g. "
+                         f"{os.path.join(path, 'model' + suffix)}.")
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(parent) and os.path.dirname(parent) != parent:  # the first ancestor that exists
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise InputError(f"{parent} is a file, so {path} cannot be created in it; choose another output path.")
+    return path
+
+
+@contextlib.contextmanager
+def _quiet_onnx_exporter() -> Iterator[None]:
+    """Silence what torch.onnx says on every export but that is not about this model: one
+    "torchvision is not installed" warning per torchvision op when torchvision is absent (we export none),
+    and a deprecation warning about its own pytree classes. Only for the duration of our call."""
+    logger = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*LeafSpec.*", category=FutureWarning)
+            yield
+    finally:
+        logger.setLevel(level)
+
+
 # ----------------------------------------------------------------------------------------------- onnx
 def export_onnx(model: Any, path: str | os.PathLike, *, image_size: Any = None, dynamic_batch: bool = True,
                 opset: int = DEFAULT_OPSET, check: bool = True, atol: float = 1e-4) -> str:
-    """Write an ONNX model of the folded network and (with `check`) validate it.
+    """Write an ONNX model of the folded network, with its metadata, and (with `check`) validate it.
 
     Args:
         model: an EfficientFormer PyTorch model (or a name/path, see `load_model`).
@@ -97,41 +208,54 @@ def export_onnx(model: Any, path: str | os.PathLike, *, image_size: Any = None, 
             bias is precomputed for its token grid.
         dynamic_batch: leave the batch dimension free (default True).
         opset: ONNX opset, at least 17 (default 18).
-        check: run `onnx.checker.check_model` and compare onnxruntime's logits with PyTorch's (max abs
-            difference at most `atol`) on a random batch of 2 (and 3 when the batch is dynamic).
+        check: run `onnx.checker.check_model` and compare onnxruntime's output with PyTorch's (max abs
+            difference at most `atol`) on a random batch of 2 (and 3 when the batch is dynamic), before
+            the file takes the place of `path`.
+
+    The graph's input is `pixel_values`, its output `logits` (`last_hidden_state` for a backbone); the
+    model's class, config, labels and preprocessing are in `metadata_props` (see
+    `efficientformer.export_metadata`), which `ImageClassifier.from_pretrained("model.onnx")` reads.
 
     Returns:
         The path written.
 
     Raises:
         MissingDependencyError: torch/onnx/onnxscript (or onnxruntime with `check`) not installed.
-        ConfigError: opset below 17.
-        RuntimeError: the check failed.
+        ConfigError: opset below 17. InputError: `path` is a folder, or the image size is below 32.
+        RuntimeError: the check failed (nothing is written then).
     """
     torch = require("torch", "torch", "ONNX export")
     require("onnxscript", "export", "ONNX export")
     onnx = require("onnx", "export", "ONNX export")
     if opset < 17:
         raise ConfigError(f"opset {opset} is too old; use 17 or later (LayerNormalization needs 17).")
+    path = check_output_path(path, "onnx")
     model = load_model(model)
     size = _size(image_size, model.config)
     fused = _fused_cpu(model, size)
-    path = os.fspath(path)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     example = torch.from_numpy(_sample(model.config, size))
-    kwargs: dict[str, Any] = {"input_names": ["pixel_values"], "output_names": ["logits"], "opset_version": opset}
+    kwargs: dict[str, Any] = {"input_names": ["pixel_values"], "output_names": [_output(model)],
+                              "opset_version": opset}
     if dynamic_batch:
         kwargs["dynamic_shapes"] = ({0: torch.export.Dim("batch", min=1, max=4096)},)
-    with torch.no_grad():
+    with torch.no_grad(), _quiet_onnx_exporter():
         program = torch.onnx.export(fused, (example,), dynamo=True, external_data=False, verbose=False, **kwargs)
-    program.save(path)
-    if check:
-        onnx.checker.check_model(path, full_check=True)
-        ort = require("onnxruntime", "export", "checking an ONNX export")
-        session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-        for batch in ((2, 3) if dynamic_batch else (2,)):
-            x = _sample(model.config, size, batch, seed=batch)
-            _check_close(session.run(None, {"pixel_values": x})[0], _reference(model, x), atol, "onnxruntime output")
+    program.model.metadata_props.update(export_metadata(model, size))
+
+    def write(tmp: str) -> None:
+        program.save(tmp)
+        if check:
+            onnx.checker.check_model(tmp, full_check=True)
+            ort = require("onnxruntime", "export", "checking an ONNX export")
+            session = ort.InferenceSession(tmp, providers=["CPUExecutionProvider"])
+            for batch in ((2, 3) if dynamic_batch else (2,)):
+                x = _sample(model.config, size, batch, seed=batch)
+                _check_close(session.run(None, {"pixel_values": x})[0], _reference(model, x), atol,
+                             "onnxruntime output")
+
+    from .fileio import write_with
+
+    write_with(path, write)
     return path
 
 
@@ -139,37 +263,46 @@ def export_onnx(model: Any, path: str | os.PathLike, *, image_size: Any = None, 
 def export_torchscript(model: Any, path: str | os.PathLike, *, image_size: Any = None, dtype: Any = None,
                        check: bool = True, atol: float = 1e-4) -> str:
     """Write a TorchScript (`torch.jit.trace`) file of the folded network (`torch.jit.load` runs it
-    without this package).
+    without this package). The metadata (see `efficientformer.export_metadata`) is the extra file
+    `efficientformer.json` of the archive: `torch.jit.load(path, _extra_files={"efficientformer.json": ""})`.
 
     Args:
         model, image_size: as `export_onnx`; any batch size runs.
         dtype: "fp32" (default), "bf16" or "fp16" weights and inputs.
-        check: reload the file and compare its logits with PyTorch's (fp32 only: within `atol`).
+        check: reload the file and compare its output with PyTorch's (fp32 only: within `atol`).
 
     Returns:
         The path written.
     """
     torch = require("torch", "torch", "TorchScript export")
+    import json
+
     from .inference import parse_dtype
 
     torch_dtype = parse_dtype(dtype or "fp32")
+    path = check_output_path(path, "torchscript")
     model = load_model(model)
     size = _size(image_size, model.config)
     fused = _fused_cpu(model, size).to(torch_dtype)
     example = torch.from_numpy(_sample(model.config, size)).to(torch_dtype)
     traced = _trace(fused, example)
-    path = os.fspath(path)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    traced.save(path)
-    if check and torch_dtype == torch.float32:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit is deprecated in favour of torch.export
-            loaded = torch.jit.load(path)
-        for batch in (1, 3):
-            x = _sample(model.config, size, batch, seed=batch)
-            with torch.no_grad():
-                got = loaded(torch.from_numpy(x)).numpy()
-            _check_close(got, _reference(model, x), atol, "the TorchScript output")
+    extra = {TORCHSCRIPT_METADATA_FILE: json.dumps(export_metadata(model, size), sort_keys=True)}
+
+    def write(tmp: str) -> None:
+        traced.save(tmp, _extra_files=extra)
+        if check and torch_dtype == torch.float32:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit is deprecated in favour of torch.export
+                loaded = torch.jit.load(tmp)
+            for batch in (1, 3):
+                x = _sample(model.config, size, batch, seed=batch)
+                with torch.no_grad():
+                    got = loaded(torch.from_numpy(x)).numpy()
+                _check_close(got, _reference(model, x), atol, "the TorchScript output")
+
+    from .fileio import write_with
+
+    write_with(path, write)
     return path
 
 
@@ -222,14 +355,16 @@ def export_tflite(model: Any, path: str | os.PathLike, *, image_size: Any = None
     tf = require("tensorflow", "tf", "TFLite export")
     if quantize not in (None, "fp16", "int8"):
         raise ConfigError(f"quantize={quantize!r} is not supported; use None, 'fp16' or 'int8'.")
-    source = model
+    path = check_output_path(path, "tflite")
+    torch_model = None
     if not hasattr(model, "named_weights"):  # a PyTorch model (or a name): convert to Keras
-        source = load_model(model)
-        keras_model = keras_model_from_torch(source)
+        torch_model = load_model(model)
+        keras_model = keras_model_from_torch(torch_model)
     else:
         keras_model = model
     config = keras_model.config
     size = _size(image_size, config)
+    metadata = export_metadata(torch_model if torch_model is not None else keras_model, size)
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="efficientformer-savedmodel-") as saved:
@@ -243,17 +378,22 @@ def export_tflite(model: Any, path: str | os.PathLike, *, image_size: Any = None
             if representative is not None:
                 samples = np.asarray(representative, np.float32)
                 converter.representative_dataset = lambda: ([samples[i:i + 1]] for i in range(len(samples)))
-        flat = converter.convert()
-    path = os.fspath(path)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "wb") as handle:
-        handle.write(flat)
-    if check:
-        x = _sample(config, size, 2)
-        want = _keras_logits(keras_model, x)
-        got = run_tflite(path, x)
-        if quantize is None:
-            _check_close(got, want, atol, "the TFLite output")
+        flat = tflite_with_metadata(converter.convert(), metadata)
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as handle:
+            handle.write(flat)
+        if check:
+            x = _sample(config, size, 2)
+            # the reference is the PyTorch model when there is one (the Keras twin agrees within ~1e-6)
+            want = _reference(torch_model, x) if torch_model is not None else _keras_logits(keras_model, x)
+            got = run_tflite(tmp, x)
+            if quantize is None:
+                _check_close(got, want, atol, "the TFLite output")
+
+    from .fileio import write_with
+
+    write_with(path, write)
     return path
 
 
@@ -313,32 +453,41 @@ def export_coreml(model: Any, path: str | os.PathLike, *, image_size: Any = None
     """
     torch = require("torch", "torch", "Core ML export")
     ct = require("coremltools", "export", "Core ML export")
+    path = check_output_path(path, "coreml")
     model = load_model(model)
     size = _size(image_size, model.config)
     fused = _fused_cpu(model, size)
     example = torch.from_numpy(_sample(model.config, size, 1))
     traced = _trace(fused, example)
+    output = _output(model)
     precision = ct.precision.FLOAT32 if str(dtype).lower() in ("fp32", "float32", "torch.float32") else ct.precision.FLOAT16
     mlmodel = ct.convert(
         traced,
         inputs=[ct.TensorType(name="pixel_values", shape=tuple(example.shape), dtype=np.float32)],
-        outputs=[ct.TensorType(name="logits")],
+        outputs=[ct.TensorType(name=output)],
         convert_to="mlprogram",
         compute_precision=precision,
         minimum_deployment_target=getattr(ct.target, minimum_deployment_target),
     )
-    mlmodel.short_description = f"EfficientFormer ({type(model).__name__}) logits for {size[0]}x{size[1]} images"
-    path = os.fspath(path)
-    if not path.endswith(".mlpackage"):
-        raise InputError(f"a Core ML ML program is a folder ending in .mlpackage, got {path!r}.")
-    mlmodel.save(path)
-    validate_coreml(path, size, model.config)
+    mlmodel.short_description = f"EfficientFormer ({type(model).__name__}) {output} for {size[0]}x{size[1]} images"
+    mlmodel.user_defined_metadata.update(export_metadata(model, size))
+    from .fileio import write_folder
+
+    # a package is a folder: built complete beside `path` and swapped in, the old one kept until then
+    with write_folder(path) as tmp:
+        built = os.path.join(tmp, os.path.basename(path))  # coremltools wants the .mlpackage name
+        mlmodel.save(built)
+        validate_coreml(built, size, model.config, output=output)
+        for entry in os.listdir(built):
+            os.rename(os.path.join(built, entry), os.path.join(tmp, entry))
+        os.rmdir(built)
     return path
 
 
-def validate_coreml(path: str | os.PathLike, size: tuple[int, int], config) -> dict[str, Any]:
+def validate_coreml(path: str | os.PathLike, size: tuple[int, int], config, output: str = "logits") -> dict[str, Any]:
     """Load an `.mlpackage` without compiling it and check its spec: an ML program whose input is
-    `pixel_values` (1, C, H, W) float32 and whose output is `logits`. Returns a short description."""
+    `pixel_values` (1, C, H, W) float32 and whose output is `output` (`logits`, or `last_hidden_state`
+    for a backbone). Returns a short description."""
     ct = require("coremltools", "export", "Core ML validation")
     loaded = ct.models.MLModel(os.fspath(path), skip_model_load=True)
     spec = loaded.get_spec()
@@ -347,8 +496,9 @@ def validate_coreml(path: str | os.PathLike, size: tuple[int, int], config) -> d
     inputs = {i.name: list(i.type.multiArrayType.shape) for i in spec.description.input}
     outputs = [o.name for o in spec.description.output]
     want = [1, config.num_channels, size[0], size[1]]
-    if inputs.get("pixel_values") != want or outputs != ["logits"]:
-        raise RuntimeError(f"{path} has inputs {inputs} and outputs {outputs}; expected pixel_values {want} -> logits.")
+    if inputs.get("pixel_values") != want or outputs != [output]:
+        raise RuntimeError(f"{path} has inputs {inputs} and outputs {outputs}; expected pixel_values {want} -> "
+                           f"{output}.")
     return {"inputs": inputs, "outputs": outputs, "spec_version": spec.specificationVersion}
 
 
@@ -367,14 +517,18 @@ def export(model: Any, path: str | os.PathLike, format: str = "onnx", *, image_s
             Core ML takes batch 1).
         dtype: TorchScript weights ("fp32", "bf16", "fp16") or Core ML compute precision ("fp16"/"fp32").
         quantize: TFLite only: None, "fp16" or "int8".
-        check: validate the written file (see each exporter).
+        check: validate the written file (see each exporter) before it takes the place of `path`.
         opset: ONNX opset (>= 17).
+
+    A checkpoint path is built as the class its heads make it (see `load_model`); every file carries
+    that class, its config, labels and preprocessing (`read_metadata(path)` reads them back).
 
     Returns:
         The path written.
 
     Raises:
-        ConfigError: unknown format or option; MissingDependencyError: the format's package is absent.
+        ConfigError: unknown format or option; InputError: `path` is a folder (or not a `.mlpackage` for
+            Core ML); MissingDependencyError: the format's package is absent.
     """
     if format == "onnx":
         return export_onnx(model, path, image_size=image_size, dynamic_batch=dynamic_batch, opset=opset, check=check)
@@ -396,6 +550,8 @@ __all__ = [
     "export_tflite",
     "export_torchscript",
     "keras_model_from_torch",
+    "load_model",
+    "read_metadata",
     "run_tflite",
     "validate_coreml",
 ]

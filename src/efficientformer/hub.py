@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
+import urllib.request
 from functools import lru_cache
 from typing import Iterable
 from urllib.parse import urlparse
@@ -27,6 +28,9 @@ def resolve_file(name_or_path: str | os.PathLike, filename: str, *, required: bo
     """Path of `filename` inside a folder or hub repository; None when absent and not `required`."""
     name = os.fspath(name_or_path)
     if os.path.isdir(name):
+        if not os.access(name, os.R_OK | os.X_OK):  # else its files look absent: "has no config.json"
+            raise CheckpointError(f"cannot read the folder {name}: permission denied; make it readable "
+                                  "(chmod u+rx) or copy it somewhere you can read.")
         path = os.path.join(name, filename)
         if os.path.isfile(path):
             return path
@@ -67,23 +71,58 @@ def resolve_file(name_or_path: str | os.PathLike, filename: str, *, required: bo
         raise CheckpointError(f"could not get {filename} from {name}: {err}") from None
 
 
+# Seconds to wait for a proxy to accept a connection. A proxy answers from the local network in milliseconds;
+# without this bound a dead one costs huggingface_hub's five retries with back-off (about 25 s) per missing file.
+PROXY_CONNECT_TIMEOUT = 1.0
+
+
 @lru_cache(maxsize=1)
 def _unreachable_hub() -> str | None:
-    """The hub's host name when it cannot even be resolved (no network), else None; checked once per process.
+    """What makes the hub unreachable ("huggingface.co", "the proxy http://..."), or None; checked once per process.
 
     Without this, huggingface_hub retries every file with back-off for tens of seconds before failing; with it,
-    a machine without network goes straight to the cache. Behind a proxy the check is left to the proxy.
+    a machine without network, or behind a proxy that refuses connections, goes straight to the cache. Without
+    a proxy the check is that the hub's name resolves; with one, that the proxy accepts a TCP connection
+    (whether the proxy then reaches the hub is left to it).
     """
-    if any(os.environ.get(var) for var in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
-        return None
-    host = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co").hostname
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    host = endpoint.hostname
     if not host:
         return None
+    proxy = _proxy_for(endpoint.scheme or "https", host)
+    if proxy is not None:
+        return _dead_proxy(proxy)
     try:
         socket.getaddrinfo(host, 443)
     except OSError:
         return host
     return None
+
+
+def _proxy_for(scheme: str, host: str) -> str | None:
+    """The proxy URL the HTTP client will use for `host` (HTTPS_PROXY, ALL_PROXY, ... minus NO_PROXY), or None."""
+    proxies = urllib.request.getproxies_environment()
+    proxy = proxies.get(scheme) or proxies.get("all")
+    if not proxy or urllib.request.proxy_bypass_environment(host, proxies):
+        return None
+    return proxy
+
+
+def _dead_proxy(proxy: str) -> str | None:
+    """'the proxy SCHEME://HOST:PORT' when nothing accepts a connection at its address, else None."""
+    parsed = urlparse(proxy if "://" in proxy else f"http://{proxy}")
+    try:
+        port = parsed.port or {"https": 443, "socks5": 1080, "socks5h": 1080, "socks4": 1080}.get(parsed.scheme, 80)
+    except ValueError:  # a port that is not a number: the client will fail on it too
+        return "the proxy in HTTPS_PROXY / ALL_PROXY (its port is not a number)"
+    if not parsed.hostname:
+        return "the proxy in HTTPS_PROXY / ALL_PROXY (it names no host)"
+    shown = f"the proxy {parsed.scheme}://{parsed.hostname}:{port}"  # without a user:password part
+    try:
+        with socket.create_connection((parsed.hostname, port), timeout=PROXY_CONNECT_TIMEOUT):
+            return None
+    except OSError:
+        return shown
 
 
 def _cached_snapshot(name: str, revision: str | None, cache_dir: str | None) -> bool:

@@ -3,14 +3,28 @@
 Accepted: file paths (`str` / `pathlib.Path`), PIL images of any mode, numpy arrays (HWC, CHW or HW; uint8,
 uint16, other integers in 0..255, or floats), and array-likes such as torch / TensorFlow / JAX tensors
 (converted with `.numpy()` / `np.asarray`, so torch is never imported here). Everything becomes RGB:
-grayscale is kept as one plane (the processor repeats it), alpha is dropped, 16-bit values are shifted
-right by 8. Bad inputs raise `InputError` with one sentence naming the problem and the fix.
+grayscale is kept as one plane (the processor repeats it), alpha is dropped. Bit depths, as transformers
+4.57 reads arrays where it reads them at all:
+
+* uint16 arrays (and 16-bit files) are shifted right by 8, except arrays whose values are all <= 255:
+  transformers reads those as 8-bit values, and so do we, with a warning (a 16-bit image that dark is
+  unlikely, but possible);
+* float arrays keep their values for the processor (0..255 whole numbers, or [0, 1]: see `processing`);
+* float ("F") PIL images and float TIFF files are intensities: [0, 1] is scaled to 0..255, otherwise values
+  within 0..255 are 8-bit levels (rounded); anything else is refused.
+
+Files are checked against Pillow's decompression-bomb limit (`PIL.Image.MAX_IMAGE_PIXELS`, about 89.5
+million pixels) before decoding: a larger image is refused like an unreadable one (raise the limit, or set it
+to None, for trusted files). Bad inputs raise `InputError` with one sentence naming the problem and the fix.
 """
 
 from __future__ import annotations
 
 import os
+import stat
+import warnings
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +67,59 @@ class Pixels:
         if isinstance(self.data, Image.Image):
             return self.data.height, self.data.width
         return self.data.shape[0], self.data.shape[1]
+
+
+# Pillow formats whose files it only identifies (a plugin must be installed to decode them) or decodes through
+# an outside program: a folder's .h5 model file or .eps drawing is not taken for an image
+_NOT_DECODED = {"BUFR", "GRIB", "HDF5", "MPEG", "WMF", "EPS"}
+
+
+@lru_cache(maxsize=1)
+def image_suffixes() -> frozenset[str]:
+    """File extensions (lower case, with the dot) of the formats Pillow decodes (.jpg, .jfif, .png, .webp, .tif,
+    ...): what folder searches take for images."""
+    Image.init()
+    return frozenset(ext for ext, fmt in Image.registered_extensions().items()
+                     if fmt in Image.OPEN and fmt not in _NOT_DECODED)
+
+
+def check_pixel_limit(size: tuple[int, int], name: str) -> None:
+    """Refuse an image above Pillow's decompression-bomb limit. Pillow itself raises only above twice
+    `MAX_IMAGE_PIXELS` (and warns above it); decoding such a file takes hundreds of megabytes to gigabytes, for
+    a network that looks at 224x224 pixels.
+
+    Raises:
+        InputError: naming the file, its size and the limit.
+    """
+    limit = Image.MAX_IMAGE_PIXELS
+    width, height = size
+    if limit is not None and width * height > limit:
+        raise InputError(f"{name} has {width}x{height} = {width * height} pixels, more than Pillow's "
+                         f"decompression-bomb limit (PIL.Image.MAX_IMAGE_PIXELS = {limit}); downscale it first, "
+                         "or raise that limit if you trust the file.")
+
+
+def open_lazily(path: str | os.PathLike) -> Image.Image:
+    """`Image.open` (the header only) with the decompression-bomb limit applied as `check_pixel_limit` words it.
+
+    Raises:
+        InputError: above the limit; Pillow's own errors otherwise (UnidentifiedImageError, OSError, ...).
+    """
+    name = os.fspath(path)
+    try:
+        with warnings.catch_warnings():  # check_pixel_limit says it in one sentence instead
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(name)
+    except Image.DecompressionBombError:
+        raise InputError(f"{name} has more pixels than twice Pillow's decompression-bomb limit "
+                         f"(PIL.Image.MAX_IMAGE_PIXELS = {Image.MAX_IMAGE_PIXELS}); downscale it first, or raise "
+                         "that limit if you trust the file.") from None
+    try:
+        check_pixel_limit(image.size, name)
+    except InputError:
+        image.close()
+        raise
+    return image
 
 
 def normalize_layout(value: Any, name: str = "input_data_format") -> str | None:
@@ -118,16 +185,32 @@ def open_image(path: str | os.PathLike) -> Image.Image:
     """Open and fully decode an image file, applying its EXIF orientation (as transformers' `load_image` does).
 
     Raises:
-        InputError: when the file is missing, is not an image, or is truncated/corrupt.
+        InputError: when the file is missing, unreadable, not a regular file, not an image, larger than
+            Pillow's decompression-bomb limit, or truncated/corrupt.
     """
     name = os.fspath(path)
     if name.startswith(("http://", "https://")):
         raise InputError(f"{name} is a URL; download the image first and pass the local file or a PIL image.")
-    if not os.path.isfile(name):
-        raise InputError(f"image file {name} does not exist; check the path.")
     try:
-        image = Image.open(name)
+        mode = os.stat(name).st_mode
+    except FileNotFoundError:
+        raise InputError(f"image file {name} does not exist; check the path.") from None
+    except OSError as err:  # a symlink loop, a name too long, a folder we may not enter
+        raise InputError(f"image file {name} cannot be reached ({err.strerror}); check the path.") from None
+    if not stat.S_ISREG(mode):  # a folder, device or pipe: opening a pipe would block forever
+        kind = "a folder" if stat.S_ISDIR(mode) else "not a regular file"
+        raise InputError(f"{name} is {kind}; pass an image file.")
+    try:
+        image = open_lazily(name)
         image.load()
+    except InputError:
+        raise
+    except PermissionError:
+        raise InputError(f"{name} cannot be read (permission denied); check the file's permissions.") from None
+    except Image.DecompressionBombError:  # load() checks again (an image whose size changes on load)
+        raise InputError(f"{name} has more pixels than Pillow's decompression-bomb limit (PIL.Image.MAX_IMAGE_PIXELS"
+                         f" = {Image.MAX_IMAGE_PIXELS}); downscale it first, or raise that limit if you trust the "
+                         "file.") from None
     except UnidentifiedImageError:
         raise InputError(f"{name} is not an image file Pillow can read; pass a JPEG, PNG, WebP, BMP or TIFF image."
                          ) from None
@@ -144,16 +227,16 @@ def _from_pil(image: Image.Image, name: str, layout: str) -> Pixels:
     if mode in ("RGB", "L"):
         return Pixels(image, layout, name)
     if mode.startswith("I;16") or mode == "I":
-        values = np.asarray(image)
-        if mode == "I" and values.size and int(values.max()) <= 255 and int(values.min()) >= 0:
+        values = np.asarray(image).astype(np.int64)
+        low, high = (int(values.min()), int(values.max())) if values.size else (0, 0)
+        if low < 0 or high > 65535:
+            raise InputError(f"{name} is a {mode} image with values in [{low}, {high}], outside 16 bits; scale it "
+                             "to 0..255 (8-bit) or 0..65535 (16-bit) first.")
+        if mode == "I" and high <= 255:  # 32-bit integers holding 8-bit values
             return Pixels(Image.fromarray(values.astype(np.uint8), "L"), layout, name)
-        values = np.clip(values.astype(np.int64), 0, 65535) >> 8
-        return Pixels(Image.fromarray(values.astype(np.uint8), "L"), layout, name)
-    if mode == "F":  # floats: [0, 1] go the float way (as an array would), anything else is 0..255 gray
-        values = np.asarray(image)
-        if values.size and values.min() >= 0 and values.max() <= 1:
-            return _from_array(values, name, CHANNELS_LAST)
-        return Pixels(image.convert("L"), layout, name)
+        return Pixels(Image.fromarray((values >> 8).astype(np.uint8), "L"), layout, name)
+    if mode == "F":
+        return Pixels(Image.fromarray(_float_intensities(np.asarray(image), name), "L"), layout, name)
     if mode in ("LA", "La", "1"):
         return Pixels(image.convert("L"), layout, name)
     try:
@@ -161,6 +244,20 @@ def _from_pil(image: Image.Image, name: str, layout: str) -> Pixels:
     except (ValueError, OSError) as err:
         raise InputError(f"{name} has PIL mode {mode!r} that cannot be converted to RGB ({err}); "
                          "convert it to 'RGB' first.") from None
+
+
+def _float_intensities(values: np.ndarray, name: str) -> np.ndarray:
+    """A float ("F") image, as float TIFFs decode, to 8-bit levels: [0, 1] is the usual range of float image
+    files and is scaled by 255 (not read as near-black 0..1 levels); other values within 0..255 are levels.
+    Rounded to the nearest level, so k/255 and k both give k exactly."""
+    if values.size == 0 or not np.all(np.isfinite(values)):
+        raise InputError(f"{name} is a float image with no pixels or with NaN/infinite values; clean it first.")
+    low, high = float(values.min()), float(values.max())
+    if low < 0 or high > 255:
+        raise InputError(f"{name} is a float image with values in [{low:.4g}, {high:.4g}]; scale it to [0, 1] or "
+                         "0..255 first.")
+    scaled = values.astype(np.float64) * 255 if high <= 1 else values.astype(np.float64)
+    return np.rint(scaled).astype(np.uint8)
 
 
 def _is_tensor(obj: Any) -> bool:
@@ -225,7 +322,13 @@ def _from_array(array: np.ndarray, name: str, layout: str | None) -> Pixels:
     if hwc.dtype == np.uint8:
         plane = hwc
     elif hwc.dtype == np.uint16:
-        plane = (hwc >> 8).astype(np.uint8)
+        if int(hwc.max()) <= 255:  # transformers reads these as 8-bit values; shifting would make them black
+            warnings.warn(f"{name} is uint16 but no value exceeds 255, so it is read as 8-bit values 0..255 (as "
+                          "transformers does); pass uint8 to silence this, or scale true 16-bit data to 0..65535.",
+                          stacklevel=4)
+            plane = hwc.astype(np.uint8)
+        else:
+            plane = (hwc >> 8).astype(np.uint8)
     elif kind in "iu":
         low, high = int(hwc.min()), int(hwc.max())
         if low < 0 or high > 255:

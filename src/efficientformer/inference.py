@@ -13,14 +13,15 @@ new, eval-only network (`FusedEfficientFormer`) that computes the same function 
 - the affine parts of the LayerNorms before attention and before the MLP of each Meta3D block are
   folded into the qkv and first MLP linear layers, and the final LayerNorm's affine part, the token
   mean and the two classifier heads (averaged) into one linear layer;
-- the attention bias is gathered once for the token grid of `image_size` (also resized when that grid
-  differs from the trained one, exactly as the model does), and attention runs through
-  `F.scaled_dot_product_attention` with the bias as `attn_mask`;
+- the attention bias is gathered once per token grid (also resized when that grid differs from the
+  trained one, exactly as the model does), and attention runs through `F.scaled_dot_product_attention`
+  with the bias as `attn_mask`, or as two matrix products (the CUDA default);
 - the 1x1 convolutions run as matrix products on channels-last memory (no layout copies), in
   float32, bfloat16 or float16;
-- optionally `torch.compile` (any of its modes) and CUDA-graph replay for fixed input shapes, and on CUDA
+- `torch.compile` (any of its modes) and CUDA-graph replay per batch bucket and image size, and on CUDA
   a Triton kernel that runs a whole Meta4D block in one pass (`kernels="triton"`, see
-  `efficientformer.kernels`).
+  `efficientformer.kernels`): the defaults on CUDA, where `optimize(model, device="cuda")` picks the
+  fastest mode measured; any sequence of input shapes keeps working (see `OptimizedEfficientFormer`).
 
 The source model is never modified (its weights are read and copied), so training code is unaffected;
 to go back, keep or reload the original model. Folding happens in float64, so the float32 result agrees
@@ -38,8 +39,14 @@ Example:
 
 from __future__ import annotations
 
+import collections
 import copy
 import functools
+import itertools
+import logging
+import time
+import types
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -264,20 +271,23 @@ class FusedMeta3D(nn.Module):
         self.resolution = attn.resolution
         _buffer(self, "table", _f64(attn.attention_biases))
         self.grids: list[tuple[int, int]] = []
+        # grid -> (1, heads, N, N padded) bias. A plain dict, not buffers: registering a buffer for a new image
+        # size would change the module's guards in torch.compile and recompile every shape compiled before.
+        # The grids given here are also registered buffers (exports trace them as module state).
+        self.biases: dict[tuple[int, int], torch.Tensor] = {}
         for grid in grids:
-            self.add_grid(grid)
+            self.add_grid(grid, register=True)
 
-    def add_grid(self, grid: tuple[int, int]) -> torch.Tensor:
-        """Gather (and keep as a buffer) the (heads, N, N) bias of a token grid; the model's own recipe:
-        the (heads, R, R) table resized bilinearly with aligned corners when the grid is not R x R."""
+    def add_grid(self, grid: tuple[int, int], register: bool = False) -> torch.Tensor:
+        """Gather (and keep) the (heads, N, N) bias of a token grid; the model's own recipe: the (heads, R, R)
+        table resized bilinearly with aligned corners when the grid is not R x R."""
         from .attention_bias import bias_index
 
-        name = f"bias_{grid[0]}x{grid[1]}"
-        if grid in self.grids:
-            return getattr(self, name)
+        if grid in self.biases:
+            return self.biases[grid]
         table = self.table.view(1, self.heads, self.resolution, self.resolution)
         if grid != (self.resolution, self.resolution):
-            table = F.interpolate(table.float(), size=grid, mode="bilinear", align_corners=True)
+            table = F.interpolate(table.float(), size=grid, mode="bilinear", align_corners=True).to(self.table.dtype)
         table = table.reshape(self.heads, grid[0] * grid[1])
         index = torch.tensor(bias_index(*grid), device=table.device)
         n = grid[0] * grid[1]
@@ -285,13 +295,22 @@ class FusedMeta3D(nn.Module):
         # an aligned mask stride, and would otherwise copy the mask into a padded buffer on every call.
         padded = table.new_zeros(1, self.heads, n, -(-n // 8) * 8)
         padded[0, :, :, :n] = table[:, index]
-        self.register_buffer(name, padded, persistent=False)
+        if register:
+            self.register_buffer(f"bias_{grid[0]}x{grid[1]}", padded, persistent=False)
+        self.biases[grid] = padded
         self.grids.append(grid)
         return padded
 
+    def _apply(self, fn, recurse=True):  # .to() / .cuda() / .half(): the dict follows the buffers
+        super()._apply(fn, recurse)
+        for grid, bias in list(self.biases.items()):
+            name = f"bias_{grid[0]}x{grid[1]}"
+            self.biases[grid] = self._buffers[name] if name in self._buffers else fn(bias)
+        return self
+
     def attention_bias(self, grid: tuple[int, int]) -> torch.Tensor:
         """(1, heads, N, N) bias for `grid` (a view of an aligned buffer)."""
-        bias = getattr(self, f"bias_{grid[0]}x{grid[1]}") if grid in self.grids else self.add_grid(grid)
+        bias = self.biases[grid] if grid in self.biases else self.add_grid(grid)
         n = grid[0] * grid[1]
         return bias[..., :n]
 
@@ -428,26 +447,94 @@ def fuse(model: nn.Module, image_size: tuple[int, int] | int | None = None) -> F
 
 
 # -------------------------------------------------------------------------------------- the wrapper
+log = logging.getLogger("efficientformer.optimize")
+
+# Batch sizes a compiled or graph-replayed network is built for: any batch runs as a few of these (padded up
+# or split), so the number of compiled shapes stays bounded whatever sizes a service sees.
+DEFAULT_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+# With CUDA graphs a remainder is padded up to the next bucket when that bucket is at most this large: below
+# it a replay is bound by launches, so one padded replay is cheaper than several smaller ones.
+PAD_UP_TO = 32
+
+
+def plan_batches(batch: int, buckets: tuple[int, ...], pad_up_to: int) -> list[tuple[int, int]]:
+    """Split a batch into (images, bucket) pieces: full pieces of the largest bucket that fits, and the last
+    one padded up to the next bucket when that is at most `pad_up_to` (else split further)."""
+    pieces = []
+    while batch > 0:
+        up = next((b for b in buckets if b >= batch), None)
+        if up is not None and (up == batch or up <= pad_up_to):
+            pieces.append((batch, up))
+            break
+        down = max((b for b in buckets if b <= batch), default=None)
+        if down is None:  # smaller than every bucket: pad to the smallest
+            pieces.append((batch, buckets[0]))
+            break
+        pieces.append((down, down))
+        batch -= down
+    return pieces
+
+
+def _own_code(fn: Callable) -> Callable:
+    """A copy of `fn` with its own code object. torch.compile keeps its compiled entries, and its
+    recompile limit (8 by default), per code object: without this every optimized model of the process
+    (each dtype, each image size, each batch size) would count against one shared limit of the class's
+    `forward`, and the ninth shape would fail."""
+    code = fn.__code__.replace(co_name=f"{fn.__name__}_{next(_CODE_IDS)}")
+    return types.FunctionType(code, fn.__globals__, code.co_name, fn.__defaults__, fn.__closure__)
+
+
+_CODE_IDS = itertools.count()
+
+
+def _recompile_limit(limit: int):
+    """A context in which dynamo compiles a frame up to `limit` times (the config name changed in torch 2.6)."""
+    import torch._dynamo.config as dynamo_config
+
+    name = "recompile_limit" if hasattr(dynamo_config, "recompile_limit") else "cache_size_limit"
+    return dynamo_config.patch(**{name: max(limit, getattr(dynamo_config, name))})
+
+
 class OptimizedEfficientFormer(nn.Module):
     """A `FusedEfficientFormer` placed on a device in a dtype and memory format, optionally compiled and
-    replayed through CUDA graphs. Call it with float images (B, C, H, W) on any device and dtype; returns
-    logits (B, num_labels) (or tokens for a backbone) in the chosen dtype on the chosen device.
+    replayed through CUDA graphs. Call it with float images (B, C, H, W) on any device and dtype, any batch
+    size and image size; returns logits (B, num_labels) (or tokens for a backbone) in the chosen dtype on the
+    chosen device.
 
-    With `cuda_graphs`, one graph is captured per input shape on first use (after a few warm-up runs);
-    later calls copy the input into the graph's buffer, replay it and return a copy of its output.
+    Compiled and graph modes run every batch as pieces of the sizes in `batch_buckets` (with CUDA graphs a
+    small remainder is padded up with zeros, which changes no other image's result: every image is computed
+    on its own), so one compiled network and one graph serve each (bucket, image size). At most `max_shapes`
+    (bucket, image size) pairs are compiled; later new pairs run the fused network uncompiled, with one
+    warning. At most `max_graphs` graphs are kept (least recently used dropped first, freeing their memory).
+    A compile or capture that fails falls back the same way, with one warning, instead of failing the call.
+
+    `setup_seconds` is the one-time cost paid so far: building in `optimize` plus every compile and graph
+    capture (each also logged at INFO level on the `efficientformer.optimize` logger); `warmup()` pays it
+    ahead for the sizes a service expects.
     """
 
     def __init__(self, fused: FusedEfficientFormer, *, device: torch.device, dtype: torch.dtype,
-                 channels_last: bool, compile: str | None, cuda_graphs: bool) -> None:
+                 channels_last: bool, compile: str | None, cuda_graphs: bool,
+                 batch_buckets: tuple[int, ...] | None = None, max_shapes: int = 64, max_graphs: int = 32) -> None:
         super().__init__()
         self.fused = fused
         self.device, self.dtype = device, dtype
         self.channels_last, self.compile_mode, self.cuda_graphs = channels_last, compile, cuda_graphs
-        self._runner: Callable[[torch.Tensor], torch.Tensor] = fused
+        self.batch_buckets = tuple(sorted(set(batch_buckets or DEFAULT_BATCH_BUCKETS)))
+        self.max_shapes, self.max_graphs = max_shapes, max_graphs
+        self.setup_seconds = 0.0
+        self._compiled: Callable[[torch.Tensor], torch.Tensor] | None = None
         if compile:
-            self._runner = torch.compile(fused, mode=None if compile == "default" else compile,
-                                         fullgraph=True, dynamic=False)
-        self._graphs: dict[tuple, tuple[Any, torch.Tensor, torch.Tensor]] = {}
+            def run(x: torch.Tensor) -> torch.Tensor:
+                return fused(x)
+
+            self._compiled = torch.compile(_own_code(run), mode=None if compile == "default" else compile,
+                                           fullgraph=True, dynamic=False)
+        self._compiled_keys: set[tuple] = set()  # (batch, height, width) compiled so far
+        self._eager_keys: set[tuple] = set()  # shapes that run uncompiled (over max_shapes, or compile failed)
+        self._graphs: collections.OrderedDict[tuple, tuple[Any, torch.Tensor, torch.Tensor]] = collections.OrderedDict()
+        self._no_graph_keys: set[tuple] = set()
+        self._warned: set[str] = set()
 
     @property
     def image_size(self) -> tuple[int, int]:
@@ -455,10 +542,12 @@ class OptimizedEfficientFormer(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"device={self.device}, dtype={self.dtype}, channels_last={self.channels_last}, "
-                f"compile={self.compile_mode}, cuda_graphs={self.cuda_graphs}")
+                f"compile={self.compile_mode}, cuda_graphs={self.cuda_graphs}, "
+                f"triton={any(getattr(b, 'triton', False) for b in self.fused.convs)}")
 
-    def prepare_input(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Check the images and move them to the device, dtype and memory format of the network."""
+    def prepare_input(self, pixel_values: torch.Tensor, convert: bool = True) -> torch.Tensor:
+        """Check the images and move them to the device (and, with `convert`, the dtype and memory format) of
+        the network."""
         if not isinstance(pixel_values, torch.Tensor) or pixel_values.ndim != 4:
             shape = tuple(pixel_values.shape) if isinstance(pixel_values, torch.Tensor) else type(pixel_values).__name__
             raise InputError(f"pixel_values must be a 4-D tensor (batch, channels, height, width), got {shape}.")
@@ -468,34 +557,119 @@ class OptimizedEfficientFormer(nn.Module):
         if not pixel_values.is_floating_point():
             raise InputError(f"pixel_values must be floating point, got {pixel_values.dtype}; normalize the images "
                              "with the image processor first.")
-        memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
-        return pixel_values.to(device=self.device, dtype=self.dtype, memory_format=memory_format)
+        if pixel_values.shape[0] == 0:
+            raise InputError("pixel_values holds no images (batch size 0); pass at least one image.")
+        if not convert:
+            return pixel_values.to(device=self.device)
+        return pixel_values.to(device=self.device, dtype=self.dtype, memory_format=self._memory_format)
+
+    @property
+    def _memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.channels_last else torch.contiguous_format
 
     @torch.no_grad()
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        x = self.prepare_input(pixel_values)
+        # With graphs the copy into the graph's input buffer converts dtype and layout in the same kernel.
+        x = self.prepare_input(pixel_values, convert=not self.cuda_graphs)
         self._prepare_grid(x.shape[2], x.shape[3])
-        if not self.cuda_graphs:
-            return self._runner(x)
-        key = tuple(x.shape)
-        if key not in self._graphs:
-            self._graphs[key] = self._capture(x)
-        graph, static_in, static_out = self._graphs[key]
-        static_in.copy_(x)
-        graph.replay()
-        return static_out.clone()
+        if self._compiled is None and not self.cuda_graphs:
+            return self.fused(x)  # eager: every shape runs as it is
+        pad_up_to = PAD_UP_TO if self.cuda_graphs else 0  # the CPU pays for padded rows: split instead
+        outputs, start = [], 0
+        for images, bucket in plan_batches(x.shape[0], self.batch_buckets, pad_up_to):
+            outputs.append(self._run_bucket(x[start:start + images], bucket))
+            start += images
+        return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
+
+    def warmup(self, batch_sizes: tuple[int, ...] | None = None, image_size: tuple[int, int] | int | None = None) -> float:
+        """Compile and capture ahead for these batch sizes (default: every bucket) at this image size
+        (default the prepared one), so that no request pays for it. Returns the seconds spent."""
+        if isinstance(image_size, int):
+            image_size = (image_size, image_size)
+        height, width = image_size or self.image_size
+        before = self.setup_seconds
+        for batch in batch_sizes or self.batch_buckets:
+            self(torch.randn(batch, self.fused.num_channels, height, width, device=self.device))
+        return self.setup_seconds - before
+
+    # --------------------------------------------------------------------------------- internals
+    def _run_bucket(self, x: torch.Tensor, bucket: int) -> torch.Tensor:
+        """Run `x` (at most `bucket` images) as a batch of exactly `bucket`, zero-padded; returns len(x) rows."""
+        images = x.shape[0]
+        key = (bucket, x.shape[2], x.shape[3])
+        if not self.cuda_graphs or key in self._no_graph_keys:
+            x = x.to(dtype=self.dtype, memory_format=self._memory_format)
+            if bucket != images:
+                x = torch.cat([x, x.new_zeros(bucket - images, *x.shape[1:])])
+            return self._run(x.contiguous(memory_format=self._memory_format), key)[:images]
+        entry = self._graphs.get(key)
+        if entry is None:
+            started, compile_seconds = time.perf_counter(), self.setup_seconds
+            example = torch.zeros(key[0], x.shape[1], key[1], key[2], device=self.device, dtype=self.dtype)
+            example = example.contiguous(memory_format=self._memory_format)
+            example[:images].copy_(x)
+            try:
+                entry = capture_cuda_graph(lambda inp: self._run(inp, key), example)
+            except Exception as err:  # a failed capture must not fail the call: run this shape without a graph
+                self._no_graph_keys.add(key)
+                self._warn_once("capture", f"efficientformer.optimize: capturing a CUDA graph for batch {key[0]} at "
+                                f"{key[1]}x{key[2]} failed ({type(err).__name__}: {err}); such shapes run without "
+                                "graphs (pass cuda_graphs=False to skip capturing).")
+                return self._run_bucket(x, bucket)
+            compile_seconds = self.setup_seconds - compile_seconds  # counted by _run already
+            self._add_setup(time.perf_counter() - started - compile_seconds,
+                            f"captured a CUDA graph for batch {key[0]} at {key[1]}x{key[2]}")
+            self._graphs[key] = entry
+            while len(self._graphs) > self.max_graphs:  # least recently used first; its memory pool is freed
+                self._graphs.popitem(last=False)
+        else:
+            self._graphs.move_to_end(key)
+        graph, static_in, static_out = entry
+        static_in[:images].copy_(x)  # the padding rows keep the zeros of the capture (and any later value is
+        graph.replay()               # harmless: every image is computed on its own)
+        return static_out[:images].clone()
+
+    def _run(self, x: torch.Tensor, key: tuple) -> torch.Tensor:
+        if self._compiled is None or key in self._eager_keys:
+            return self.fused(x)
+        new = key not in self._compiled_keys
+        if new and len(self._compiled_keys) >= self.max_shapes:
+            self._eager_keys.add(key)
+            self._warn_once("max_shapes", f"efficientformer.optimize: {self.max_shapes} input shapes are compiled "
+                            f"already; batch {key[0]} at {key[1]}x{key[2]} and later new shapes run uncompiled "
+                            "(raise max_shapes, or keep to fewer image sizes).")
+            return self.fused(x)
+        started = time.perf_counter()
+        try:  # known shapes too: should anything make torch.compile recompile them, the limit still holds
+            with _recompile_limit(self.max_shapes + 1):
+                out = self._compiled(x)
+        except Exception as err:  # a compiler failure must not fail the call: run this shape uncompiled
+            self._eager_keys.add(key)
+            self._warn_once("compile", f"efficientformer.optimize: compiling for batch {key[0]} at {key[1]}x{key[2]} "
+                            f"failed ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
+                            "such shapes run uncompiled (pass compile=False to skip compiling).")
+            return self.fused(x)
+        if new:
+            self._compiled_keys.add(key)
+            self._add_setup(time.perf_counter() - started, f"compiled for batch {key[0]} at {key[1]}x{key[2]}")
+        return out
+
+    def _add_setup(self, seconds: float, what: str) -> None:
+        self.setup_seconds += seconds
+        log.info("%s in %.1f s (setup so far %.1f s)", what, seconds, self.setup_seconds)
+
+    def _warn_once(self, kind: str, message: str) -> None:
+        if kind not in self._warned:
+            self._warned.add(kind)
+            warnings.warn(message, RuntimeWarning, stacklevel=4)
 
     def _prepare_grid(self, height: int, width: int) -> None:
         from .attention_bias import token_grid
 
         grid = token_grid(height, width)
         for block in self.fused.blocks3d:
-            if grid not in block.grids:
+            if grid not in block.biases:
                 block.add_grid(grid)
-
-    def _capture(self, x: torch.Tensor):
-        return capture_cuda_graph(self._runner, x.clone(memory_format=torch.channels_last if self.channels_last
-                                                      else torch.contiguous_format))
 
 
 def capture_cuda_graph(fn: Callable[[torch.Tensor], torch.Tensor], example: torch.Tensor, warmup: int = 3):
@@ -516,11 +690,21 @@ def capture_cuda_graph(fn: Callable[[torch.Tensor], torch.Tensor], example: torc
 
 
 def optimize(model: nn.Module, image_size: tuple[int, int] | int | None = None, *, dtype: Any = None,
-             device: Any = None, channels_last: bool = True, compile: bool | str | None = False,
-             cuda_graphs: bool = False, kernels: str | None = None, triton_max_channels: int = 128,
-             pad_stem: bool = False, attention: str | None = None,
-             gelu_epilogue: bool | None = None) -> OptimizedEfficientFormer:
+             device: Any = None, channels_last: bool = True, compile: bool | str | None = None,
+             cuda_graphs: bool | None = None, kernels: str | bool | None = "auto", triton_max_channels: int = 128,
+             pad_stem: bool = False, attention: str | None = None, gelu_epilogue: bool | None = None,
+             batch_buckets: tuple[int, ...] | None = None, max_shapes: int = 64,
+             max_graphs: int = 32) -> OptimizedEfficientFormer:
     """Prepare an EfficientFormer for fast inference in one call (the model itself is left untouched).
+
+    With no options it picks the fastest mode measured for the device (BENCHMARKS.md): on CUDA bfloat16,
+    `torch.compile`, CUDA graphs, the Triton Meta4D kernel (when triton is installed), matmul attention and
+    the GELU epilogue; on the CPU the folded float32 network on channels-last memory, uncompiled (compiling
+    it gained nothing measurable on the CPU and costs tens of seconds per shape). Every speed-up can be
+    switched off on its own (`compile=False`, `cuda_graphs=False`, `kernels=None`, `attention="sdpa"`,
+    `gelu_epilogue=False`, `dtype="fp32"`). The one-time cost (building, then each compile and graph capture
+    on first use of a shape) is in the result's `setup_seconds` and logged at INFO level on the
+    `efficientformer.optimize` logger; `result.warmup()` pays it ahead.
 
     Args:
         model: an `EfficientFormerModel`, `EfficientFormerForImageClassification` or
@@ -528,20 +712,22 @@ def optimize(model: nn.Module, image_size: tuple[int, int] | int | None = None, 
         image_size: (height, width) or one side; the attention bias for its token grid is built ahead.
             Default: the config's `image_size` (224). Other sizes still work (their bias is built on first use,
             outside compiled graphs).
-        dtype: `torch.float32` (default), `torch.bfloat16`, `torch.float16` or "fp32"/"bf16"/"fp16".
+        dtype: `torch.float32`, `torch.bfloat16`, `torch.float16` or "fp32"/"bf16"/"fp16". Default: bf16 on
+            CUDA (logits within about 5e-3 relative of float32 for L1), fp32 elsewhere.
         device: where to run; default the model's device.
         channels_last: keep 4-D activations in channels-last (NHWC) memory so every 1x1 conv is one
             matrix product (default True; fastest on CPU and GPU).
         compile: False, True (= "default"), or a `torch.compile` mode: "default", "reduce-overhead",
-            "max-autotune", "max-autotune-no-cudagraphs". Compiles for fixed shapes (one compile per shape).
-        cuda_graphs: capture and replay a CUDA graph per input shape (CUDA only); best for small batches.
-            Combine with compile="default" or "max-autotune-no-cudagraphs" rather than a mode that makes its
-            own graphs.
+            "max-autotune", "max-autotune-no-cudagraphs". Default None: "default" on CUDA, off elsewhere.
+            Compiles for fixed shapes, one per (batch bucket, image size) on first use.
+        cuda_graphs: capture and replay a CUDA graph per (batch bucket, image size) (CUDA only). Default None:
+            on for CUDA. Combine with compile="default" or "max-autotune-no-cudagraphs" rather than a mode
+            that makes its own graphs.
         kernels: "triton" runs each Meta4D block as one fused Triton kernel (`efficientformer.kernels`: pooling,
-            both 1x1 convs and the residual in one pass; CUDA, bf16/fp16, channels-last); None (default) uses
-            PyTorch operators only.
-        triton_max_channels: with kernels="triton", only blocks at most this wide use the kernel (default 128:
-            on an H100 it beat PyTorch for the 48- and 96-wide stages of L1 and lost for 224 and 448), and only
+            both 1x1 convs and the residual in one pass; CUDA, bf16/fp16, channels-last); None (or False,
+            "none") uses PyTorch operators only. Default "auto": "triton" where it can run, else None.
+        triton_max_channels: with the Triton kernel, only blocks at most this wide use it (default 128: on an
+            H100 it beat PyTorch for the 48- and 96-wide stages of L1 and lost for 224 and 448), and only
             for inputs of at least 16384 pixels per block (a batch-1 call keeps the compiled PyTorch path).
         pad_stem: zero-pad the images to 8 channels for the first conv (same result). Off by default: on an
             H100 the padded conv plus the padding took 642 us against 536 us for the 3-channel conv (batch 256).
@@ -553,46 +739,68 @@ def optimize(model: nn.Module, image_size: tuple[int, int] | int | None = None, 
             on CUDA a cuBLASLt epilogue with the tanh approximation of GELU; on the CPU the exact GELU). Only
             where the model's activation is GELU and the block does not run the Triton kernel. Default None:
             on for CUDA in bf16/fp16 (where the approximation is far below the rounding of the dtype: the
-            logits' error against float32 stayed 4.7e-3 for L1), off otherwise. With `attention="matmul"` it
-            took L1 from 51,159 to 57,536 img/s on an H200 (bf16, batch 256, BENCHMARKS.md).
+            logits' error against float32 stayed 4.7e-3 for L1), off otherwise.
+        batch_buckets: the batch sizes compiled or captured (default 1, 2, 4, ..., 256); other batches run as
+            pieces of these (see `OptimizedEfficientFormer`). Used only with `compile` or `cuda_graphs`.
+        max_shapes: most (bucket, image size) pairs compiled per optimized model; later new ones run
+            uncompiled, with one warning (default 64).
+        max_graphs: most CUDA graphs kept per optimized model, least recently used dropped first (default 32).
 
     Returns:
         An `OptimizedEfficientFormer`: call it with (B, C, H, W) float images, get logits (B, num_labels)
         (the mean of both heads for the WithTeacher class), or normalized tokens (B, N, C) for a backbone.
 
     Raises:
-        ConfigError: unknown dtype or compile mode, CUDA graphs without a CUDA device, or not an EfficientFormer.
+        ConfigError: unknown dtype, compile mode, kernels or attention value, bad buckets, CUDA graphs or
+            the Triton kernel asked for without a CUDA device, or not an EfficientFormer.
 
     Example:
-        >>> fast = efficientformer.optimize(model, dtype="bf16", device="cuda",
-        ...                                 compile="max-autotune-no-cudagraphs", cuda_graphs=True)  # doctest: +SKIP
+        >>> fast = efficientformer.optimize(model, device="cuda")  # doctest: +SKIP
         >>> logits = fast(images)  # doctest: +SKIP
+        >>> fast.setup_seconds  # doctest: +SKIP
     """
+    started = time.perf_counter()
     if device is None:
         params = list(model.parameters())
         device = params[0].device if params else torch.device("cpu")
     device = torch.device(device)
-    dtype = torch.float32 if dtype is None else parse_dtype(dtype)
+    on_cuda = device.type == "cuda"
+    if dtype is None:
+        dtype = torch.bfloat16 if on_cuda else torch.float32
+    dtype = parse_dtype(dtype)
+    if compile is None:
+        compile = "default" if on_cuda else False
     if compile is True:
         compile = "default"
     if compile and compile not in COMPILE_MODES:
         raise ConfigError(f"compile={compile!r} is not a torch.compile mode; use one of {', '.join(COMPILE_MODES)}.")
-    if cuda_graphs and device.type != "cuda":
+    if cuda_graphs is None:
+        cuda_graphs = on_cuda
+    if cuda_graphs and not on_cuda:
         raise ConfigError(f"cuda_graphs=True needs a CUDA device, got {device}; drop cuda_graphs or pass device='cuda'.")
-    if dtype != torch.float32 and device.type == "cpu" and dtype == torch.float16:
+    if dtype == torch.float16 and device.type == "cpu":
         raise ConfigError("float16 on the CPU is slower than float32 and loses accuracy; use fp32 or bf16 on the CPU.")
+    if batch_buckets is not None and (not batch_buckets or any(not isinstance(b, int) or b < 1 for b in batch_buckets)):
+        raise ConfigError(f"batch_buckets={batch_buckets!r} must be positive batch sizes, e.g. (1, 8, 64).")
+    if kernels in (False, "none"):
+        kernels = None
+    if kernels == "auto":
+        from . import kernels as triton_kernels
+
+        usable = on_cuda and dtype != torch.float32 and channels_last and triton_kernels.available()
+        kernels = "triton" if usable else None
     if kernels not in (None, "triton"):
-        raise ConfigError(f"kernels={kernels!r} is not supported; use None or 'triton'.")
+        raise ConfigError(f"kernels={kernels!r} is not supported; use 'auto', 'triton' or None.")
     if attention is None:
-        attention = "matmul" if device.type == "cuda" else "sdpa"
+        attention = "matmul" if on_cuda else "sdpa"
     if gelu_epilogue is None:
-        gelu_epilogue = device.type == "cuda" and dtype in (torch.bfloat16, torch.float16)
+        gelu_epilogue = on_cuda and dtype in (torch.bfloat16, torch.float16)
     if attention not in ("sdpa", "matmul"):
         raise ConfigError(f"attention={attention!r} is not supported; use 'sdpa' or 'matmul'.")
     if kernels == "triton":
         from . import kernels as triton_kernels
 
-        if device.type != "cuda" or not triton_kernels.available():
+        if not on_cuda or not triton_kernels.available():
             raise ConfigError("kernels='triton' needs a CUDA GPU and the triton package; drop kernels= on this machine.")
         if dtype == torch.float32 or not channels_last:
             raise ConfigError("kernels='triton' runs in bf16 or fp16 with channels_last=True; pass dtype='bf16'.")
@@ -613,8 +821,16 @@ def optimize(model: nn.Module, image_size: tuple[int, int] | int | None = None, 
             block.gelu_epilogue = gelu
     for block in fused.blocks3d:
         block.gelu_epilogue, block.attention = gelu, attention
-    return OptimizedEfficientFormer(fused, device=device, dtype=dtype, channels_last=channels_last,
-                                    compile=compile or None, cuda_graphs=cuda_graphs)
+    fast = OptimizedEfficientFormer(fused, device=device, dtype=dtype, channels_last=channels_last,
+                                    compile=compile or None, cuda_graphs=cuda_graphs, batch_buckets=batch_buckets,
+                                    max_shapes=max_shapes, max_graphs=max_graphs)
+    fast.setup_seconds = time.perf_counter() - started
+    log.info("optimize: %s %s, compile=%s, cuda_graphs=%s, kernels=%s, attention=%s, gelu_epilogue=%s; built in "
+             "%.1f s (each new batch bucket and image size compiles on first use: see warmup())", device,
+             str(dtype).replace("torch.", ""), compile or None, cuda_graphs, kernels, attention, gelu,
+             fast.setup_seconds)
+    return fast
 
 
-__all__ = ["FusedEfficientFormer", "OptimizedEfficientFormer", "capture_cuda_graph", "fuse", "optimize", "parse_dtype"]
+__all__ = ["FusedEfficientFormer", "OptimizedEfficientFormer", "capture_cuda_graph", "fuse", "optimize", "parse_dtype",
+           "plan_batches"]

@@ -35,7 +35,9 @@ def available() -> bool:
 
 
 # (padded channels, hidden) -> (BLOCK_M, BLOCK_H, num_warps, num_stages) measured best on an H100 at batch
-# 256 (benchmarks/gpu_run3.py: 397 us against 479 us for the heuristic at 48 channels, 242 against 298 at 96).
+# 256 (397 us against 479 us for the heuristic at 48 channels, 242 against 298 at 96). Re-timed on an H200
+# (benchmarks/gpu_bench.py --parts tune, 2026-12-01): 400 / 247 us; the best of 11 / 9 other tiles there was
+# (64, 32, 4, 3) at 392 us for 48 channels, +0.8% for the whole network, within the run-to-run spread.
 TUNED: dict[tuple[int, int], tuple[int, int, int, int]] = {
     (64, 192): (64, 32, 4, 2),
     (128, 384): (64, 64, 4, 3),

@@ -31,7 +31,8 @@ from . import tf_weights
 from .attention_bias import bias_index, interpolation_matrix
 from .config import EfficientFormerConfig
 from .errors import CheckpointError, ConfigError, InputError, require
-from .outputs import BaseModelOutput, ImageClassifierOutput, ImageClassifierWithTeacherOutput, ModelOutput
+from .outputs import (BaseModelOutput, FeatureInfo, ImageClassifierOutput, ImageClassifierWithTeacherOutput,
+                      ModelOutput, intermediates_request)
 
 keras = require("keras", "tf", "the TensorFlow classes")
 from keras import layers, ops  # noqa: E402
@@ -520,6 +521,9 @@ def check_pixel_values(pixel_values, num_channels: int):
     if "float" not in dtype:
         raise InputError(f"pixel_values must be floating point, got {dtype}; rescale and normalize the images "
                          "(the image processor does it) or cast them to float32.")
+    if shape[0] == 0:
+        raise InputError("pixel_values holds no images (batch size 0); pass at least one image, "
+                         "or skip the call for an empty batch.")
     channels, height, width = shape[1:]
     if channels is not None and channels != num_channels:
         hint = (" They look channels-last: transpose (B, H, W, C) to (B, C, H, W)."
@@ -528,6 +532,17 @@ def check_pixel_values(pixel_values, num_channels: int):
     if (height is not None and height < MIN_IMAGE_SIZE) or (width is not None and width < MIN_IMAGE_SIZE):
         raise InputError(f"images of {height}x{width} are too small: the model needs at least "
                          f"{MIN_IMAGE_SIZE}x{MIN_IMAGE_SIZE} pixels; resize them first.")
+
+
+def check_finite(pixel_values) -> None:
+    """Raise InputError for NaN or inf pixels, which would come out as NaN scores without a word. Only
+    concrete (eager) values are read, so traced graphs (fit, predict, export) stay free of the check."""
+    values = _concrete_values(pixel_values)
+    # one float64 sum is the fast path (no overflow even for float16); only a non-finite sum tests each value
+    if values is not None and values.dtype.kind == "f" and not np.isfinite(values.sum(dtype=np.float64)) \
+            and not np.isfinite(values).all():
+        raise InputError("pixel_values holds NaN or infinite values; check how the images were decoded "
+                         "and normalized (the image processor gives finite values).")
 
 
 def _concrete_values(x) -> np.ndarray | None:
@@ -678,7 +693,75 @@ class TFEfficientFormerPreTrainedModel(keras.Model):
         check_pixel_values(pixel_values, self.config.num_channels)
         if labels is not None and self._heads():
             check_labels(self.config, labels, tuple(pixel_values.shape)[0])
+        check_finite(pixel_values)
         return super().__call__(*args, **kwargs)
+
+    # -- timm's forward surface, as the PyTorch classes have it
+    @property
+    def feature_info(self) -> FeatureInfo:
+        """Channels, reduction (stride) and layer path of each stage's map in `forward_intermediates`, as
+        timm's `feature_info` and the PyTorch classes' (with Keras' `/` paths)."""
+        reduction, info, stage = 4, [], 0  # the stem's two stride-2 convolutions
+        for layer in self.efficientformer.encoder.intermediate_stages:
+            if isinstance(layer, IntermediateStage):
+                info.append({"num_chs": self.config.hidden_sizes[stage], "reduction": reduction,
+                             "module": f"efficientformer/encoder/{layer.name}"})
+                stage += 1
+            else:
+                reduction *= self.config.downsample_stride
+        info.append({"num_chs": self.config.hidden_sizes[-1], "reduction": reduction,
+                     "module": "efficientformer/encoder/last_stage"})
+        return FeatureInfo(info)
+
+    def forward_features(self, pixel_values, training: bool = False):
+        """(B, C, H, W) images -> (B, N, C_last) tokens after the final LayerNorm."""
+        check_finite(pixel_values)
+        return self._backbone(pixel_values, False, training)[0]
+
+    def forward_intermediates(self, pixel_values, indices=None, norm: bool = False, stop_early: bool = False,
+                              output_fmt: str = "NCHW", intermediates_only: bool = False, *, out_indices=None,
+                              training: bool = False):
+        """Dense NCHW maps of the requested stages, as timm's and the PyTorch classes' `forward_intermediates`.
+
+        `indices`: an int n for the last n stages or stage numbers (all when None); `norm`: the final
+        LayerNorm on the last stage's map; `stop_early`: stop after the last requested stage (the final
+        features are then its map); `intermediates_only`: return the list of maps alone (the earlier
+        `out_indices` keyword always does). Returns `(final, maps)`, `final` being the normalized tokens
+        (B, N, C_last) that `forward_head` takes.
+        """
+        stages = self.config.num_stages
+        take, intermediates_only, _ = intermediates_request(stages, indices, out_indices, output_fmt,
+                                                            intermediates_only)
+        if isinstance(pixel_values, dict):
+            pixel_values = pixel_values["pixel_values"]
+        check_pixel_values(pixel_values, self.config.num_channels)
+        check_finite(pixel_values)
+        main = self.efficientformer
+        stop = max(take) if stop_early or intermediates_only else stages - 1
+        x = main.patch_embed(ops.transpose(ops.cast(pixel_values, self.compute_dtype), (0, 2, 3, 1)), training=training)
+        maps = []
+        for layer in main.encoder.intermediate_stages:
+            if len(maps) > stop:  # the Downsample after the last needed stage
+                break
+            x = layer(x, training=training)
+            if isinstance(layer, IntermediateStage):
+                maps.append(x)
+        final = x
+        if stop == stages - 1:
+            tokens, _ = main.encoder.last_stage(x, training=training)
+            final = main.layernorm(tokens)
+            last = final if norm else tokens
+            maps.append(ops.reshape(last, (-1, x.shape[1], x.shape[2], last.shape[-1])))  # row-major tokens
+        maps = [ops.transpose(m, (0, 3, 1, 2)) for m in maps]  # NHWC inside, NCHW out
+        picked = [maps[i] for i in take]
+        if intermediates_only:
+            return picked
+        return (final if stop == stages - 1 else maps[stop]), picked
+
+    def forward_head(self, x, pre_logits: bool = False):
+        """(B, N, C_last) tokens of `forward_features` -> (B, C_last) mean over tokens (the backbone has
+        no head); the classifier classes return their logits."""
+        return _pool(x, self.config.hidden_sizes[-1])
 
     # -- Keras integration (`predict` returns the output class, registered as a tree below)
     @staticmethod
@@ -855,12 +938,12 @@ class TFEfficientFormerPreTrainedModel(keras.Model):
             >>> model.save_pretrained("my-efficientformer")                                # doctest: +SKIP
             >>> TFEfficientFormerForImageClassification.from_pretrained("my-efficientformer")  # doctest: +SKIP
         """
+        from .fileio import write_folder
+
         if not self.built:
             self.build()
-        os.makedirs(folder, exist_ok=True)
         config = self.config.copy()
         config.extra["architectures"] = [type(self).__name__[2:]]
-        config.save_pretrained(folder)
         weights = {name: np.asarray(v.numpy()) for name, v in self.named_weights().items()}
         trainable = {name: w for name, w in weights.items() if not name.rsplit("/", 1)[-1].startswith("moving_")}
         ordered = dict(trainable)
@@ -868,9 +951,21 @@ class TFEfficientFormerPreTrainedModel(keras.Model):
             r = self.config.resolution
             ordered[f"{block}/token_mixer/attention_bias_idxs"] = bias_index(r, r).astype(np.int32)
         ordered.update({name: w for name, w in weights.items() if name not in trainable})
-        tf_weights.write_h5(os.path.join(folder, tf_weights.TF_WEIGHTS_NAME), ordered, self.keras_name,
-                            keras_version=keras.__version__)
-        _save_processor(self.image_processor, folder)
+        # built beside `folder` and swapped in at once: a kill leaves the old model or the new one, and an
+        # older model.safetensors / pytorch_model.bin there (which loaders prefer) does not survive
+        with write_folder(folder) as tmp:
+            config.save_pretrained(tmp)
+            tf_weights.write_h5(os.path.join(tmp, tf_weights.TF_WEIGHTS_NAME), ordered, self.keras_name,
+                                keras_version=keras.__version__)
+            _save_processor(self.image_processor, tmp)
+
+
+def _pool(tokens, width: int):
+    """(B, N, C) tokens -> (B, C) mean, the pooling before the heads."""
+    shape = tuple(getattr(tokens, "shape", ()))
+    if len(shape) != 3 or shape[-1] != width:
+        raise InputError(f"forward_head takes the (batch, tokens, {width}) output of forward_features, got {shape}.")
+    return ops.mean(tokens, axis=1)
 
 
 def _meta3d_prefixes(weights: dict) -> list[str]:
@@ -980,6 +1075,11 @@ class TFEfficientFormerForImageClassification(TFEfficientFormerPreTrainedModel):
     def _heads(self) -> list[str]:
         return ["classifier"]
 
+    def forward_head(self, x, pre_logits: bool = False):
+        """(B, N, C) normalized tokens -> (B, num_labels) logits (the pooled (B, C) with `pre_logits`)."""
+        pooled = _pool(x, self.config.hidden_sizes[-1])
+        return pooled if pre_logits else self.classifier(pooled)
+
     def call(self, pixel_values, labels=None, output_attentions: bool | None = None,
              output_hidden_states: bool | None = None, return_dict: bool | None = None, training: bool = False):
         """Classify images.
@@ -996,7 +1096,7 @@ class TFEfficientFormerForImageClassification(TFEfficientFormerPreTrainedModel):
         if isinstance(pixel_values, dict) and labels is None:
             labels = pixel_values.get("labels")
         tokens, states, attentions = self._backbone(pixel_values, output_hidden_states, training)
-        logits = self.classifier(ops.mean(tokens, axis=1))
+        logits = self.forward_head(tokens)
         loss = per_sample_loss(self.config, labels, logits) if labels is not None else None
         out = ImageClassifierOutput(loss=loss, logits=logits, hidden_states=states,
                                     attentions=attentions if output_attentions else None)
@@ -1024,6 +1124,14 @@ class TFEfficientFormerForImageClassificationWithTeacher(TFEfficientFormerPreTra
     def _heads(self) -> list[str]:
         return ["classifier", "distillation_classifier"]
 
+    def forward_head(self, x, pre_logits: bool = False):
+        """(B, N, C) normalized tokens -> (B, num_labels) logits, the mean of both heads as `call` gives
+        them (the pooled (B, C) with `pre_logits`)."""
+        pooled = _pool(x, self.config.hidden_sizes[-1])
+        if pre_logits:
+            return pooled
+        return (self.classifier(pooled) + self.distillation_classifier(pooled)) / 2
+
     def call(self, pixel_values, labels=None, output_attentions: bool | None = None,
              output_hidden_states: bool | None = None, return_dict: bool | None = None, training: bool = False):
         """Classify images with both heads.
@@ -1035,7 +1143,7 @@ class TFEfficientFormerForImageClassificationWithTeacher(TFEfficientFormerPreTra
         if isinstance(pixel_values, dict) and labels is None:
             labels = pixel_values.get("labels")
         tokens, states, attentions = self._backbone(pixel_values, output_hidden_states, training)
-        pooled = ops.mean(tokens, axis=1)
+        pooled = self.forward_head(tokens, pre_logits=True)
         cls_logits, dist_logits = self.classifier(pooled), self.distillation_classifier(pooled)
         logits = (cls_logits + dist_logits) / 2
         loss = None

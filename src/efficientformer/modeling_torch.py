@@ -14,16 +14,19 @@ state dicts written by transformers load unchanged, and ours load in transformer
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any, Sequence
 
 from .config import EfficientFormerConfig
-from .errors import CheckpointError, InputError, require
-from .outputs import BaseModelOutput, ImageClassifierOutput, ImageClassifierWithTeacherOutput
+from .errors import CheckpointError, ConfigError, InputError, require
+from .outputs import (BaseModelOutput, FeatureInfo, ImageClassifierOutput, ImageClassifierWithTeacherOutput,
+                      intermediates_request, take_indices)
 
 torch = require("torch", "torch", "the PyTorch EfficientFormer classes")
 from torch import nn  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
+from torch.utils.checkpoint import checkpoint  # noqa: E402
 
 logger = logging.getLogger("efficientformer")
 
@@ -40,6 +43,12 @@ _ACTIVATIONS = {
     "tanh": nn.Tanh,
     "sigmoid": nn.Sigmoid,
 }
+
+
+def _tracing() -> bool:
+    """True under torch.jit.trace, torch.compile and torch.export, where checks that read tensor values
+    would become graph breaks, data-dependent guards or baked-in constants."""
+    return torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.compiler.is_exporting()
 
 
 # ------------------------------------------------------------------------------------------- layers
@@ -148,16 +157,44 @@ def _scale(scale: torch.Tensor | None, x: torch.Tensor, channel_dim: int) -> tor
     return x * (scale.view(-1, 1, 1) if channel_dim == 1 else scale)
 
 
+def _call_block(owner: nn.Module, block: nn.Module, *args: Any) -> Any:
+    """`block(*args)`, recomputed in the backward pass instead of kept (activation checkpointing) when the
+    owner's `grad_checkpointing` is on in training; the gradients are the same, the memory is one block's."""
+    if not (owner.grad_checkpointing and owner.training and torch.is_grad_enabled()):
+        return block(*args)
+    if torch.compiler.is_compiling():  # the compiled graph replays the block itself; context_fn is eager-only
+        return checkpoint(block, *args, use_reentrant=False)
+    return checkpoint(block, *args, use_reentrant=False,
+                      context_fn=lambda: (contextlib.nullcontext(), _keep_batchnorm_statistics(block)))
+
+
+@contextlib.contextmanager
+def _keep_batchnorm_statistics(block: nn.Module):
+    """Around the recomputation: BatchNorm in training updates its running statistics on every call, so
+    without this a checkpointed block would count each batch twice and drift from the plain model."""
+    norms = [m for m in block.modules() if isinstance(m, nn.BatchNorm2d) and m.track_running_stats]
+    saved = [(m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone()) for m in norms]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for m, (mean, var, count) in zip(norms, saved):
+                m.running_mean.copy_(mean)
+                m.running_var.copy_(var)
+                m.num_batches_tracked.copy_(count)
+
+
 class Meta4DBlocks(nn.Module):
     """A run of Meta4D blocks of one width."""
 
     def __init__(self, config: EfficientFormerConfig, dim: int, drop_paths: Sequence[float]) -> None:
         super().__init__()
         self.blocks = nn.ModuleList(Meta4D(config, dim, rate) for rate in drop_paths)
+        self.grad_checkpointing = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for block in self.blocks:
-            x = block(x)
+            x = _call_block(self, block, x)
         return x
 
 
@@ -260,11 +297,12 @@ class Meta3DBlocks(nn.Module):
     def __init__(self, config: EfficientFormerConfig, dim: int, drop_paths: Sequence[float]) -> None:
         super().__init__()
         self.blocks = nn.ModuleList(Meta3D(config, dim, rate) for rate in drop_paths)
+        self.grad_checkpointing = False
 
     def forward(self, x: torch.Tensor, grid: tuple[int, int]) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
         attentions = []
         for block in self.blocks:
-            x, probs = block(x, grid)
+            x, probs = _call_block(self, block, x, grid)
             attentions.append(probs)
         return x, tuple(attentions)
 
@@ -286,6 +324,21 @@ class LastStage(nn.Module):
         return tokens, attentions, grid
 
 
+def _downsamples_after(config: EfficientFormerConfig) -> list[bool]:
+    """Whether a Downsample follows each of the stages before the last."""
+    return [bool(config.downsamples[i]) or config.hidden_sizes[i] != config.hidden_sizes[i + 1]
+            for i in range(config.num_stages - 1)]
+
+
+def _stage_positions(config: EfficientFormerConfig) -> list[int]:
+    """Index in `Encoder.intermediate_stages` of each stage before the last (Downsamples sit between)."""
+    positions, position = [], 0
+    for has_downsample in _downsamples_after(config):
+        positions.append(position)
+        position += 2 if has_downsample else 1
+    return positions
+
+
 class Encoder(nn.Module):
     """Stages 1..3 (each Meta4D blocks, then a Downsample) and the last stage."""
 
@@ -294,9 +347,9 @@ class Encoder(nn.Module):
         rates = config.block_drop_path_rates()
         starts = [sum(config.depths[:i]) for i in range(config.num_stages)]
         stages: list[nn.Module] = []
-        for i in range(config.num_stages - 1):
+        for i, has_downsample in enumerate(_downsamples_after(config)):
             stages.append(IntermediateStage(config, config.hidden_sizes[i], rates[starts[i]:starts[i + 1]]))
-            if config.downsamples[i] or config.hidden_sizes[i] != config.hidden_sizes[i + 1]:
+            if has_downsample:
                 stages.append(Downsample(config, config.hidden_sizes[i], config.hidden_sizes[i + 1]))
         self.intermediate_stages = nn.ModuleList(stages)
         self.last_stage = LastStage(config, rates[starts[-1]:])
@@ -344,6 +397,38 @@ class EfficientFormerPreTrainedModel(nn.Module):
         """Number of parameters (buffers excluded); L1 with both 1000-class heads has 12,289,928."""
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
 
+    # -- timm's feature API
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute every Meta4D and Meta3D block in the backward pass instead of keeping its activations
+        (`torch.utils.checkpoint`), as timm's `set_grad_checkpointing`: in training only, with the same
+        gradients and BatchNorm statistics, for much less activation memory at about one more forward."""
+        for module in self.modules():
+            if isinstance(module, (Meta4DBlocks, Meta3DBlocks)):
+                module.grad_checkpointing = bool(enable)
+
+    @property
+    def feature_info(self) -> FeatureInfo:
+        """Channels, reduction (stride) and module path of each stage's map in `forward_intermediates`,
+        as timm's `feature_info` (a list of dicts; `.channels()` and `.reduction()` as timm's FeatureInfo).
+
+        Example:
+            >>> from efficientformer import EfficientFormerConfig, EfficientFormerModel
+            >>> info = EfficientFormerModel(EfficientFormerConfig.from_preset("l1")).feature_info
+            >>> info.channels(), info.reduction(), info[3]["module"]
+            ([48, 96, 224, 448], [4, 8, 16, 32], 'encoder.last_stage')
+        """
+        backbone = self if isinstance(self, EfficientFormerModel) else self.efficientformer
+        prefix = "" if backbone is self else self.base_model_prefix + "."
+        config, reduction, info = self.config, 4, []  # the stem's two stride-2 convolutions
+        positions, downsamples = _stage_positions(config), _downsamples_after(config)
+        for i, width in enumerate(config.hidden_sizes):
+            last = i == config.num_stages - 1
+            module = "encoder.last_stage" if last else f"encoder.intermediate_stages.{positions[i]}"
+            info.append({"num_chs": width, "reduction": reduction, "module": prefix + module})
+            if not last and downsamples[i]:
+                reduction *= config.downsample_stride
+        return FeatureInfo(info, backbone.out_indices)
+
     # -- input checks (plain Python on shapes: free under tracing and compilation)
     def _check_pixel_values(self, pixel_values: Any) -> torch.Tensor:
         if not isinstance(pixel_values, torch.Tensor):
@@ -355,7 +440,10 @@ class EfficientFormerPreTrainedModel(nn.Module):
         if not pixel_values.is_floating_point():
             raise InputError(f"pixel_values must be floating point, got {pixel_values.dtype}; rescale and "
                              "normalize the images (the image processor does it).")
-        channels, height, width = pixel_values.shape[1:]
+        batch, channels, height, width = pixel_values.shape
+        if not torch.jit.is_tracing() and batch == 0:  # traced sizes are tensors: no new TracerWarning
+            raise InputError("pixel_values holds no images (batch size 0); pass at least one image, "
+                             "or skip the call for an empty batch.")
         if channels != self.config.num_channels:
             raise InputError(f"pixel_values has {channels} channels but the model takes {self.config.num_channels}; "
                              "pass channels-first images (B, C, H, W) with the right number of channels.")
@@ -364,19 +452,38 @@ class EfficientFormerPreTrainedModel(nn.Module):
                              f"{MIN_IMAGE_SIZE}x{MIN_IMAGE_SIZE} pixels; resize them first.")
         return pixel_values.to(self.dtype)
 
-    def _check_labels(self, labels: torch.Tensor, logits: torch.Tensor, problem_type: str) -> None:
-        batch, num_labels = logits.shape
-        if labels.shape[0] != batch:
-            raise InputError(f"labels hold {labels.shape[0]} entries for a batch of {batch} images.")
+    @staticmethod
+    def _check_finite(pixel_values: torch.Tensor) -> None:
+        """NaN or inf pixels would come out as NaN scores without a word. One sum is the fast path (a
+        non-finite value makes it non-finite; only then is every value tested, so huge finite sums do not
+        count); it needs the data, so it runs in eager mode only: traced, compiled and exported graphs
+        stay free of it, as of the label range check."""
+        if _tracing() or pixel_values.device.type == "meta":
+            return
+        total = pixel_values.sum(dtype=torch.float32)  # a float16 sum would overflow on large batches
+        if not torch.isfinite(total) and not torch.isfinite(pixel_values).all():
+            raise InputError("pixel_values holds NaN or infinite values; check how the images were decoded "
+                             "and normalized (the image processor gives finite values).")
+
+    def _check_labels(self, labels: torch.Tensor, batch: int, problem_type: str) -> None:
+        """Labels against the batch size and the heads, before any compute."""
+        num_labels = self.config.num_labels
+        if num_labels == 0:
+            raise InputError("this model has no classification head (num_labels=0) to compute a loss with; "
+                             "give it one with reset_classifier(num_classes) or drop the labels.")
+        if labels.ndim == 0 or labels.shape[0] != batch:
+            held = f"{labels.shape[0]} entries" if labels.ndim else "a single value"
+            raise InputError(f"labels hold {held} for a batch of {batch} images; give one label per image.")
+        expected = (batch, num_labels)
         if problem_type == "single_label_classification":
             if labels.ndim != 1:
                 raise InputError(f"class labels must have shape ({batch},), got {tuple(labels.shape)}; for "
                                  "multi-label targets pass floats of shape (batch, num_labels).")
-            if not torch.compiler.is_compiling() and labels.numel() and (labels.min() < 0 or labels.max() >= num_labels):
+            if not _tracing() and labels.numel() and (labels.min() < 0 or labels.max() >= num_labels):
                 raise InputError(f"class labels must lie in 0..{num_labels - 1}, got values from {int(labels.min())} "
                                  f"to {int(labels.max())}; check the label mapping or num_labels.")
-        elif labels.shape != logits.shape and not (num_labels == 1 and labels.numel() == batch):
-            raise InputError(f"labels for {problem_type} must have shape {tuple(logits.shape)}, "
+        elif tuple(labels.shape) != expected and not (num_labels == 1 and labels.numel() == batch):
+            raise InputError(f"labels for {problem_type} must have shape {expected}, "
                              f"got {tuple(labels.shape)}.")
 
     # -- loading and saving
@@ -386,6 +493,7 @@ class EfficientFormerPreTrainedModel(nn.Module):
                         local_files_only: bool = False, token: str | bool | None = None,
                         ignore_mismatched_sizes: bool = False, torch_dtype: Any = None,
                         output_loading_info: bool = False, allow_training_args: bool = False,
+                        features_only: bool = False, out_indices: int | Sequence[int] | None = None,
                         **config_overrides: Any):
         """Load a model from a folder, a hub id or a weights file of any supported format.
 
@@ -401,6 +509,8 @@ class EfficientFormerPreTrainedModel(nn.Module):
             output_loading_info: also return `{"missing_keys", "unexpected_keys", "mismatched_keys"}`.
             allow_training_args: read a training checkpoint of the original repository, whose pickle holds an
                 `argparse.Namespace` (only that class is allowed; see `efficientformer.checkpoints`).
+            features_only, out_indices: `EfficientFormerModel` only: build the features-only backbone that
+                returns the maps of these stages (all with `features_only=True`), as timm's `features_only`.
             **config_overrides: config fields to change, e.g. `num_labels=10` or `id2label={...}`.
 
         Raises:
@@ -412,13 +522,19 @@ class EfficientFormerPreTrainedModel(nn.Module):
         """
         from .checkpoints import load_checkpoint
 
+        features = {}
+        if features_only or out_indices is not None:
+            features = {"features_only": True, "out_indices": out_indices}
+        if features and not issubclass(cls, EfficientFormerModel):
+            raise ConfigError(f"out_indices/features_only build a features-only backbone, and {cls.__name__} is a "
+                              "classifier; load it with EfficientFormerModel.from_pretrained(path, out_indices=...).")
         checkpoint = load_checkpoint(name_or_path, revision=revision, cache_dir=cache_dir,
                                      local_files_only=local_files_only, token=token,
                                      allow_training_args=allow_training_args)
         config = config or checkpoint.config
         if config_overrides:
             config = config.copy(**config_overrides)
-        model = cls(config)
+        model = cls(config, **features)
         info = model.load_pretrained_state_dict(checkpoint.state_dict, ignore_mismatched_sizes=ignore_mismatched_sizes)
         model.processor_settings = checkpoint.processor
         if torch_dtype == "auto":
@@ -477,7 +593,9 @@ class EfficientFormerPreTrainedModel(nn.Module):
         in the layout transformers 4.57 loads.
 
         Args:
-            folder: created if needed.
+            folder: created if needed. The write is atomic (a kill leaves the old model or the new one);
+                the model files of a model already there are all replaced (no stale `.bin` or
+                `tf_model.h5` stays beside the new weights), other files in the folder are kept.
             safe_serialization: safetensors (default) or a pickled `.bin` of tensors only.
             processor: an `EfficientFormerImageProcessor` or its settings; defaults to the settings the
                 model was loaded with, else the released checkpoints' preprocessing (shortest edge 256,
@@ -485,26 +603,29 @@ class EfficientFormerPreTrainedModel(nn.Module):
         """
         import os
 
+        from .fileio import write_folder
         from .presets import RELEASED_PREPROCESSING
         from .processing import EfficientFormerImageProcessor
 
-        os.makedirs(folder, exist_ok=True)
         config = self.config.copy()
         config.extra["architectures"] = [type(self).__name__]
         config.extra["dtype"] = str(self.dtype).replace("torch.", "")
-        config.save_pretrained(folder)
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        if safe_serialization:
-            from safetensors.torch import save_file
-
-            save_file(state, os.path.join(folder, "model.safetensors"), metadata={"format": "pt"})
-        else:
-            torch.save(state, os.path.join(folder, "pytorch_model.bin"))
         if processor is None:
             processor = self.processor_settings
-        if not isinstance(processor, EfficientFormerImageProcessor):
+        if not isinstance(processor, EfficientFormerImageProcessor):  # bad settings fail before anything is written
             processor = EfficientFormerImageProcessor(**(processor or RELEASED_PREPROCESSING))
-        processor.save_pretrained(folder)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        # the whole folder is built beside `folder` and swapped in at once: a kill leaves the old model or
+        # the new one, and the old model's other weight files (a .bin beside a new .safetensors) go with it
+        with write_folder(folder) as tmp:
+            config.save_pretrained(tmp)
+            if safe_serialization:
+                from safetensors.torch import save_file
+
+                save_file(state, os.path.join(tmp, "model.safetensors"), metadata={"format": "pt"})
+            else:
+                torch.save(state, os.path.join(tmp, "pytorch_model.bin"))
+            processor.save_pretrained(tmp)
 
 
 def _is_head(key: str) -> bool:
@@ -514,61 +635,154 @@ def _is_head(key: str) -> bool:
 class EfficientFormerModel(EfficientFormerPreTrainedModel):
     """The EfficientFormer backbone: images (B, C, H, W) to normalized tokens (B, N, C_last).
 
+    With `out_indices` (or `features_only=True` for all four stages) it is a features-only backbone, as
+    timm's `features_only`: calling it returns the list of those stages' NCHW maps, and the stages after
+    the last requested one do not run. Every module is kept, so its state dict is the backbone's (it saves
+    and loads as any folder); `prune_intermediate_layers()` drops the unused ones, as timm's
+    features-only wrapper does, when every parameter must get a gradient (DDP without
+    `find_unused_parameters`).
+
     Example:
         >>> import torch
         >>> from efficientformer import EfficientFormerConfig, EfficientFormerModel
-        >>> model = EfficientFormerModel(EfficientFormerConfig.from_preset("l1")).eval()
+        >>> config = EfficientFormerConfig.from_preset("l1")
+        >>> model = EfficientFormerModel(config).eval()
         >>> model(torch.randn(1, 3, 224, 224)).last_hidden_state.shape
         torch.Size([1, 49, 448])
-        >>> [f.shape[1:] for f in model.forward_intermediates(torch.randn(1, 3, 224, 224))]
-        [torch.Size([48, 56, 56]), torch.Size([96, 28, 28]), torch.Size([224, 14, 14]), torch.Size([448, 7, 7])]
+        >>> backbone = EfficientFormerModel(config, out_indices=(1, 2, 3)).eval()
+        >>> [tuple(f.shape[1:]) for f in backbone(torch.randn(1, 3, 224, 224))]
+        [(96, 28, 28), (224, 14, 14), (448, 7, 7)]
     """
 
-    def __init__(self, config: EfficientFormerConfig) -> None:
+    def __init__(self, config: EfficientFormerConfig, *, features_only: bool = False,
+                 out_indices: int | Sequence[int] | None = None) -> None:
         super().__init__(config)
+        if features_only or out_indices is not None:
+            wanted = config.num_stages if out_indices is None else out_indices
+            self.out_indices: tuple[int, ...] | None = tuple(take_indices(config.num_stages, wanted, "out_indices"))
+        else:
+            self.out_indices = None
         self.patch_embed = ConvStem(config, config.hidden_sizes[0])
         self.encoder = Encoder(config)
         self.layernorm = nn.LayerNorm(config.hidden_sizes[-1], eps=config.layer_norm_eps)
+        self.last_built_stage = config.num_stages - 1
         self.post_init()
 
-    def _run(self, pixel_values: torch.Tensor, keep_states: bool):
-        """The one pass every output is built from.
+    def prune_intermediate_layers(self, indices: int | Sequence[int] | None = None,
+                                  prune_norm: bool = False) -> list[int]:
+        """Drop the modules the maps of `indices` (default: `out_indices`, else every stage) never use, as
+        timm's: everything after the last of them (the Downsample after it included) and the final norm
+        (also with `prune_norm`), so that every parameter left gets a gradient. The state dict is then a
+        subset, which `load_state_dict(..., strict=False)` reads; save the unpruned model for a folder.
 
-        Returns tokens (B, N, C) before the final norm, the hidden states (stem, each stage and downsample
-        output, the tokens) when `keep_states`, the stage outputs (B, Ci, Hi, Wi) of stages 1..3,
-        the last token grid, and the attention probabilities.
+        Returns:
+            The stages, from the start, that `indices` names.
         """
-        x = self.patch_embed(self._check_pixel_values(pixel_values))
+        stages = self.config.num_stages
+        default = self.out_indices if self.out_indices is not None else stages
+        take = take_indices(stages, default if indices is None else indices)
+        if max(take) > self.last_built_stage:
+            raise InputError(f"stages {tuple(take)} were pruned already: this backbone stops after stage "
+                             f"{self.last_built_stage}.")
+        if prune_norm or max(take) < stages - 1:
+            self.layernorm = None
+        if max(take) < stages - 1:
+            keep = _stage_positions(self.config)[max(take)] + 1
+            self.encoder.intermediate_stages = self.encoder.intermediate_stages[:keep]
+            self.encoder.last_stage = None
+        self.last_built_stage = max(take)
+        if self.out_indices is not None:
+            self.out_indices = tuple(take)
+        return take
+
+    def _run(self, pixel_values: torch.Tensor, keep_states: bool, stop: int | None = None):
+        """The one pass every output is built from, up to stage `stop` (default: all of them).
+
+        Returns tokens (B, N, C) before the final norm (None when stopped before the last stage), the
+        hidden states (stem, each stage and downsample output, the tokens) when `keep_states`, the
+        outputs (B, Ci, Hi, Wi) of the stages before the last, the last token grid, and the attention
+        probabilities.
+        """
+        last = self.config.num_stages - 1
+        stop = last if stop is None else stop
+        pixel_values = self._check_pixel_values(pixel_values)
+        self._check_finite(pixel_values)
+        x = self.patch_embed(pixel_values)
         states, stage_maps = [x], []
         for module in self.encoder.intermediate_stages:
+            if len(stage_maps) > stop:  # the Downsample after the last needed stage
+                break
             x = module(x)
             if isinstance(module, IntermediateStage):
                 stage_maps.append(x)
             if keep_states:
                 states.append(x)
+        if stop < last:
+            return None, tuple(states) if keep_states else None, stage_maps, None, ()
         tokens, attentions, grid = self.encoder.last_stage(x)
         states.append(tokens)
         return tokens, tuple(states) if keep_states else None, stage_maps, grid, attentions
 
+    def _refuse_if_pruned(self) -> None:
+        if self.layernorm is None:
+            raise InputError(f"this backbone was pruned after stage {self.last_built_stage} "
+                             "(prune_intermediate_layers), so it has no final norm and tokens; call "
+                             "forward_intermediates for its stage maps, or use an unpruned model.")
+
     def forward_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) images -> (B, N, C_last) tokens after the final LayerNorm."""
+        self._refuse_if_pruned()
         return self.layernorm(self._run(pixel_values, keep_states=False)[0])
 
-    def forward_intermediates(self, pixel_values: torch.Tensor,
-                              out_indices: Sequence[int] = (0, 1, 2, 3)) -> list[torch.Tensor]:
-        """Dense feature maps of the requested stages for detection and segmentation heads.
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """(B, N, C_last) tokens of `forward_features` -> (B, C_last) mean over tokens (the backbone has no
+        head, as a timm model with `num_classes=0`)."""
+        return _pool(x, self.config.hidden_sizes[-1])
 
-        Stage i gives (B, C_i, H / 2^(i+2), W / 2^(i+2)) (strides 4, 8, 16, 32, with ceil rounding);
-        the last stage's map is its tokens (before the final norm) laid back on the grid, as timm does.
+    def forward_intermediates(self, pixel_values: torch.Tensor, indices: int | Sequence[int] | None = None,
+                              norm: bool = False, stop_early: bool = False, output_fmt: str = "NCHW",
+                              intermediates_only: bool = False, *, out_indices: Sequence[int] | None = None):
+        """Dense feature maps of the requested stages for detection and segmentation heads, as timm's.
+
+        Stage i gives (B, C_i, H / 2^(i+2), W / 2^(i+2)) (strides 4, 8, 16, 32, with ceil rounding); the
+        last stage's map is its tokens laid back on the grid, before the final norm unless `norm=True`.
+
+        Args:
+            pixel_values: (B, num_channels, H, W) images.
+            indices: an int n for the last n stages, or a sequence of stage numbers (negative from the
+                end); all stages when None (a features-only backbone: its `out_indices`).
+            norm: apply the final LayerNorm to the last stage's map (the others have no norm).
+            stop_early: stop after the last requested stage; the returned final features are then that
+                stage's map instead of the normalized tokens.
+            output_fmt: "NCHW", the only layout (as timm's EfficientFormer).
+            intermediates_only: return only the list of maps (the stages after the last requested one are
+                then skipped, as the result is the same).
+            out_indices: the earlier name of `indices`; it returns only the list of maps.
+
+        Returns:
+            `(final, maps)`: `final` is what `forward_features` returns ((B, N, C_last) normalized tokens)
+            and `maps` the list, in stage order; only `maps` with `intermediates_only` or `out_indices`.
         """
         stages = self.config.num_stages
-        wanted = sorted({i % stages for i in out_indices})
-        if any(not -stages <= i < stages for i in out_indices):
-            raise InputError(f"out_indices {tuple(out_indices)} must lie in 0..{stages - 1} (or negative from the end).")
-        tokens, _, maps, grid, _ = self._run(pixel_values, keep_states=False)
-        last = tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], *grid)
-        maps = maps + [last]
-        return [maps[i] for i in wanted]
+        take, intermediates_only, name = intermediates_request(stages, indices, out_indices, output_fmt,
+                                                               intermediates_only, default=self.out_indices)
+        built = self.last_built_stage
+        if max(take) > built:
+            raise InputError(f"{name} {tuple(take)} asks for stages this backbone does not have: it was pruned "
+                             f"after stage {built} (prune_intermediate_layers).")
+        if norm and self.layernorm is None:
+            raise InputError("norm=True needs the final norm, which this backbone was pruned of "
+                             "(prune_intermediate_layers); use an unpruned model for it.")
+        stop = max(take) if stop_early or intermediates_only else built
+        tokens, _, maps, grid, _ = self._run(pixel_values, keep_states=False, stop=stop)
+        if tokens is not None:
+            normed = self.layernorm(tokens) if self.layernorm is not None else tokens
+            last = normed if norm else tokens
+            maps = maps + [last.transpose(1, 2).reshape(last.shape[0], last.shape[2], *grid)]
+        intermediates = [maps[i] for i in take]
+        if intermediates_only:
+            return intermediates
+        return (normed if tokens is not None else maps[stop]), intermediates
 
     def forward(self, pixel_values: torch.Tensor, output_attentions: bool | None = None,
                 output_hidden_states: bool | None = None, return_dict: bool | None = None):
@@ -582,8 +796,16 @@ class EfficientFormerModel(EfficientFormerPreTrainedModel):
             return_dict: return a `BaseModelOutput` (default) instead of a tuple.
 
         Returns:
-            `BaseModelOutput` with `last_hidden_state` (B, N, C_last).
+            `BaseModelOutput` with `last_hidden_state` (B, N, C_last); a features-only backbone returns
+            the list of its stage maps.
         """
+        if self.out_indices is not None:
+            if output_attentions or output_hidden_states:
+                raise InputError(f"a features-only backbone (out_indices={self.out_indices}) returns its stage "
+                                 "maps only; build EfficientFormerModel without out_indices for attentions "
+                                 "or hidden states.")
+            return self.forward_intermediates(pixel_values, self.out_indices, intermediates_only=True)
+        self._refuse_if_pruned()
         tokens, states, _, _, attentions = self._run(pixel_values, keep_states=bool(output_hidden_states))
         output = BaseModelOutput(last_hidden_state=self.layernorm(tokens),
                                  hidden_states=states if output_hidden_states else None,
@@ -591,7 +813,19 @@ class EfficientFormerModel(EfficientFormerPreTrainedModel):
         return output if return_dict is not False else output.to_tuple()
 
 
+def _pool(tokens: Any, width: int) -> torch.Tensor:
+    """(B, N, C) tokens -> (B, C) mean, the pooling before the heads."""
+    if torch.jit.is_tracing():  # shapes are traced values there; the example input had the right ones
+        return tokens.mean(dim=1)
+    if not isinstance(tokens, torch.Tensor) or tokens.ndim != 3 or tokens.shape[-1] != width:
+        shape = tuple(tokens.shape) if isinstance(tokens, torch.Tensor) else type(tokens).__name__
+        raise InputError(f"forward_head takes the (batch, tokens, {width}) output of forward_features, got {shape}.")
+    return tokens.mean(dim=1)
+
+
 class _ClassifierBase(EfficientFormerPreTrainedModel):
+    _head_names: tuple[str, ...] = ("classifier",)
+
     def __init__(self, config: EfficientFormerConfig) -> None:
         super().__init__(config)
         self.efficientformer = EfficientFormerModel(config)
@@ -601,9 +835,38 @@ class _ClassifierBase(EfficientFormerPreTrainedModel):
         width, n = self.config.hidden_sizes[-1], self.config.num_labels
         return nn.Linear(width, n) if n > 0 else nn.Identity()
 
-    def forward_head(self, tokens: torch.Tensor) -> torch.Tensor:
-        """(B, N, C) normalized tokens -> (B, num_labels) logits of the class head."""
-        return self.classifier(tokens.mean(dim=1))
+    def forward_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) images -> (B, N, C_last) tokens after the final LayerNorm."""
+        return self.efficientformer.forward_features(pixel_values)
+
+    def forward_intermediates(self, pixel_values: torch.Tensor, indices: int | Sequence[int] | None = None,
+                              norm: bool = False, stop_early: bool = False, output_fmt: str = "NCHW",
+                              intermediates_only: bool = False, *, out_indices: Sequence[int] | None = None):
+        """As `EfficientFormerModel.forward_intermediates`; `forward_head(final)` gives the logits."""
+        return self.efficientformer.forward_intermediates(
+            pixel_values, indices, norm=norm, stop_early=stop_early, output_fmt=output_fmt,
+            intermediates_only=intermediates_only, out_indices=out_indices)
+
+    def get_classifier(self) -> nn.Module | tuple[nn.Module, ...]:
+        """The head (WithTeacher: both heads), as timm's `get_classifier`."""
+        heads = tuple(getattr(self, name) for name in self._head_names)
+        return heads if len(heads) > 1 else heads[0]
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """New, freshly initialized head(s) for `num_classes` classes (0: no head, `forward_head` returns the
+        pooled features), as timm's. `config.num_labels` follows; a new count gets generic names
+        (`LABEL_0`...), as `from_pretrained(..., num_labels=N)` gives them; set `config.id2label` after."""
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
+            raise InputError(f"num_classes must be a whole number >= 0, got {num_classes!r}.")
+        if global_pool not in (None, "avg"):
+            raise InputError(f"global_pool={global_pool!r} is not supported: the heads average the tokens ('avg').")
+        if num_classes != self.config.num_labels:
+            self.config.num_labels = num_classes
+        reference = self.efficientformer.layernorm.weight
+        for name in self._head_names:
+            head = self._head()
+            head.apply(self._init_weights)
+            setattr(self, name, head.to(device=reference.device, dtype=reference.dtype).train(self.training))
 
     def _problem_type(self, labels: torch.Tensor) -> str:
         if self.config.problem_type is not None:
@@ -614,11 +877,28 @@ class _ClassifierBase(EfficientFormerPreTrainedModel):
             return "single_label_classification"
         return "multi_label_classification"
 
+    def _checked_problem_type(self, labels: Any, batch: int) -> str:
+        """The loss the labels ask for, after checking them against the batch and the heads."""
+        if not isinstance(labels, torch.Tensor):
+            raise InputError(f"labels must be a torch.Tensor, got {type(labels).__name__}; "
+                             "e.g. torch.tensor([3, 0]) for class indices.")
+        problem_type = self._problem_type(labels)
+        self._check_labels(labels, batch, problem_type)
+        return problem_type
+
+    def _check_inputs(self, pixel_values: Any, labels: Any) -> str | None:
+        """Images and labels checked together before the network runs (a wrong label must not cost a
+        forward pass); the problem type of the loss when labels are given."""
+        if labels is None:  # the backbone checks the images itself
+            return None
+        return self._checked_problem_type(labels, self._check_pixel_values(pixel_values).shape[0])
+
     def compute_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Loss chosen as transformers chose it: MSE for one label or `problem_type="regression"`,
         cross-entropy for integer labels, binary cross-entropy with logits for float multi-hot labels."""
-        problem_type = self._problem_type(labels)
-        self._check_labels(labels, logits, problem_type)
+        return self._loss(logits, labels, self._checked_problem_type(labels, logits.shape[0]))
+
+    def _loss(self, logits: torch.Tensor, labels: torch.Tensor, problem_type: str) -> torch.Tensor:
         labels = labels.to(logits.device)
         if problem_type == "regression":
             if self.config.num_labels == 1:
@@ -645,6 +925,12 @@ class EfficientFormerForImageClassification(_ClassifierBase):
         super().__init__(config)
         self.post_init()
 
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """(B, N, C) normalized tokens -> (B, num_labels) logits of the class head (the pooled (B, C)
+        features with `pre_logits=True`)."""
+        pooled = _pool(x, self.config.hidden_sizes[-1])
+        return pooled if pre_logits else self.classifier(pooled)
+
     def forward(self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None,
                 output_attentions: bool | None = None, output_hidden_states: bool | None = None,
                 return_dict: bool | None = None):
@@ -653,16 +939,17 @@ class EfficientFormerForImageClassification(_ClassifierBase):
         Args:
             pixel_values: float (B, num_channels, H, W).
             labels: int64 (B,) class indices, float (B, num_labels) multi-hot targets, or float values for
-                regression; a loss is returned when given.
+                regression; a loss is returned when given. They are checked before the network runs.
             output_attentions, output_hidden_states, return_dict: as `EfficientFormerModel.forward`.
 
         Returns:
             `ImageClassifierOutput` with `logits` (B, num_labels) and `loss` when labels are given.
         """
+        problem_type = self._check_inputs(pixel_values, labels)
         base = self.efficientformer(pixel_values, output_attentions=output_attentions,
                                     output_hidden_states=output_hidden_states, return_dict=True)
         logits = self.forward_head(base.last_hidden_state)
-        loss = self.compute_loss(logits, labels) if labels is not None else None
+        loss = self._loss(logits, labels, problem_type) if labels is not None else None
         output = ImageClassifierOutput(loss=loss, logits=logits, hidden_states=base.hidden_states,
                                        attentions=base.attentions)
         return output if return_dict is not False else output.to_tuple()
@@ -683,10 +970,20 @@ class EfficientFormerForImageClassificationWithTeacher(_ClassifierBase):
         (torch.Size([1, 5]), True)
     """
 
+    _head_names = ("classifier", "distillation_classifier")
+
     def __init__(self, config: EfficientFormerConfig) -> None:
         super().__init__(config)
         self.distillation_classifier = self._head()
         self.post_init()
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """(B, N, C) normalized tokens -> (B, num_labels) logits, the mean of both heads as `forward`
+        gives them (the pooled (B, C) features with `pre_logits=True`)."""
+        pooled = _pool(x, self.config.hidden_sizes[-1])
+        if pre_logits:
+            return pooled
+        return (self.classifier(pooled) + self.distillation_classifier(pooled)) / 2
 
     def forward(self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None,
                 output_attentions: bool | None = None, output_hidden_states: bool | None = None,
@@ -695,15 +992,17 @@ class EfficientFormerForImageClassificationWithTeacher(_ClassifierBase):
 
         Returns:
             `ImageClassifierWithTeacherOutput` with `logits` = (`cls_logits` + `distillation_logits`) / 2,
-            each (B, num_labels), and `loss` (mean of both heads' losses) when labels are given.
+            each (B, num_labels), and `loss` (mean of both heads' losses) when labels are given; labels
+            are checked before the network runs.
         """
+        problem_type = self._check_inputs(pixel_values, labels)
         base = self.efficientformer(pixel_values, output_attentions=output_attentions,
                                     output_hidden_states=output_hidden_states, return_dict=True)
-        pooled = base.last_hidden_state.mean(dim=1)
+        pooled = self.forward_head(base.last_hidden_state, pre_logits=True)
         cls_logits, dist_logits = self.classifier(pooled), self.distillation_classifier(pooled)
         loss = None
         if labels is not None:
-            loss = (self.compute_loss(cls_logits, labels) + self.compute_loss(dist_logits, labels)) / 2
+            loss = (self._loss(cls_logits, labels, problem_type) + self._loss(dist_logits, labels, problem_type)) / 2
         output = ImageClassifierWithTeacherOutput(loss=loss, logits=(cls_logits + dist_logits) / 2,
                                                   cls_logits=cls_logits, distillation_logits=dist_logits,
                                                   hidden_states=base.hidden_states, attentions=base.attentions)

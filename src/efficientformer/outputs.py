@@ -90,3 +90,77 @@ class ImageClassifierWithTeacherOutput(ModelOutput):
     distillation_logits: Any = None
     hidden_states: tuple | None = None
     attentions: tuple | None = None
+
+
+# ------------------------------------------------------------------------------- dense features
+class FeatureInfo(list):
+    """What `forward_intermediates` gives for each stage, as timm's `feature_info`: a list (one per stage)
+    of dicts `{"num_chs", "reduction", "module", "index"}`, where `module` names our module whose output
+    the map is. `out_indices` are the stages a features-only backbone returns (all stages otherwise);
+    `channels()`, `reduction()` and `module_name()` list them for those stages, as timm's `FeatureInfo`."""
+
+    def __init__(self, info: list[dict], out_indices: tuple[int, ...] | None = None) -> None:
+        super().__init__(dict(entry, index=i) for i, entry in enumerate(info))
+        self.out_indices = tuple(range(len(self))) if out_indices is None else tuple(out_indices)
+
+    def get(self, key: str, idx: int | list[int] | tuple[int, ...] | None = None) -> Any:
+        """`key` of the output stages (`idx=None`), of the stages in `idx` (a sequence), or of stage `idx`."""
+        if idx is None:
+            return [self[i][key] for i in self.out_indices]
+        if isinstance(idx, (list, tuple)):
+            return [self[i][key] for i in idx]
+        return self[idx][key]
+
+    def channels(self, idx: int | list[int] | tuple[int, ...] | None = None) -> Any:
+        return self.get("num_chs", idx)
+
+    def reduction(self, idx: int | list[int] | tuple[int, ...] | None = None) -> Any:
+        return self.get("reduction", idx)
+
+    def module_name(self, idx: int | list[int] | tuple[int, ...] | None = None) -> Any:
+        return self.get("module", idx)
+
+
+def take_indices(num_stages: int, indices: Any, name: str = "indices") -> list[int]:
+    """The stages `forward_intermediates` returns, as timm's `feature_take_indices`: an int n means the
+    last n stages, a sequence names stages (negative ones count from the end); sorted, each once.
+
+    Raises:
+        InputError: an index outside the model's stages (plain Python, so free under tracing).
+    """
+    from .errors import InputError
+
+    if isinstance(indices, bool) or not isinstance(indices, (int, list, tuple, range)):
+        raise InputError(f"{name} must be an int (the last n stages) or a sequence of stage numbers, "
+                         f"got {type(indices).__name__}.")
+    if isinstance(indices, int):
+        if not 0 < indices <= num_stages:
+            raise InputError(f"{name}={indices} asks for the last {indices} stages but the model has {num_stages}; "
+                             f"give 1..{num_stages}, or a sequence of stage numbers.")
+        return list(range(num_stages - indices, num_stages))
+    if not indices or any(isinstance(i, bool) or not isinstance(i, int) for i in indices):
+        raise InputError(f"{name} {tuple(indices)} must be stage numbers in 0..{num_stages - 1} "
+                         "(or negative from the end), at least one.")
+    if any(not -num_stages <= i < num_stages for i in indices):
+        raise InputError(f"{name} {tuple(indices)} must lie in 0..{num_stages - 1} (or negative from the end).")
+    return sorted({i % num_stages for i in indices})
+
+
+def intermediates_request(num_stages: int, indices: Any, out_indices: Any, output_fmt: str,
+                          intermediates_only: bool, default: Any = None) -> tuple[list[int], bool, str]:
+    """The arguments of `forward_intermediates` (both backends) checked and resolved: the stages to return,
+    whether only the maps are returned (always with the earlier `out_indices` keyword, which returned
+    the list alone), and the keyword's name for messages. `default` applies when neither is given."""
+    from .errors import InputError
+
+    name = "indices"
+    if out_indices is not None:
+        if indices is not None:
+            raise InputError("give indices or its earlier name out_indices, not both.")
+        indices, intermediates_only, name = out_indices, True, "out_indices"
+    if output_fmt != "NCHW":
+        raise InputError(f"output_fmt={output_fmt!r} is not supported: the maps are NCHW only, as timm's; "
+                         "permute them with .permute(0, 2, 3, 1) for NHWC.")
+    if indices is None:
+        indices = num_stages if default is None else default
+    return take_indices(num_stages, indices, name), bool(intermediates_only), name

@@ -4,7 +4,18 @@ Numbers are those of transformers 4.57's `EfficientFormerImageProcessor`: the re
 pixels, bit for bit (bicubic, bilinear and box computed by `efficientformer.resample` for the cropped pixels
 only, the other filters by Pillow), crop offsets round down, and rescale + normalize run through a 256-entry table per channel built with transformers' own float
 arithmetic (float64 rescale, float32 normalize), so 8-bit inputs give exactly transformers' float32 output.
-`preprocessor_config.json` files are read and written in the transformers format.
+`preprocessor_config.json` files are read and written in the transformers format; the options of ours that
+transformers ignores and that change numbers (`crop_rounding="round"`, `fast_resize`) are written with a
+`note_for_transformers` saying so.
+
+Float inputs follow transformers 4.57's resize, which goes through an 8-bit PIL image: whole numbers 0..255
+are cast as they are (so a float 0..255 image gives exactly the uint8 result), values in [0, 1] are scaled by
+255 on the way in and by 1/255 on the way out (then `do_rescale` divides again, which transformers does too
+and warns about: we warn as well), and anything else is refused with one sentence.
+
+Bounded: sizes and crops read from any config are at most MAX_SIDE pixels a side, an image is at most
+MAX_OUTPUT_PIXELS after preprocessing, and a resize computes only what the crop keeps (`resize.py`), so a
+1x100000 PNG costs about what a photo costs.
 
 Example:
     >>> from efficientformer import EfficientFormerImageProcessor
@@ -41,6 +52,11 @@ _SETTINGS = ("do_resize", "size", "resample", "do_center_crop", "crop_size", "do
              "do_normalize", "image_mean", "image_std")
 # options of ours that transformers lacks: written to json only when not at their default
 _OPTIONAL = {"crop_rounding": "floor", "fast_resize": False, "num_threads": 1}
+# EfficientFormer at 4096x4096 already has 16384 attention tokens (a 1 GB attention matrix per head): larger
+# sizes are not useful and, from an untrusted config, only a way to ask numpy for tens of gigabytes
+MAX_SIDE = 4096
+MAX_OUTPUT_PIXELS = MAX_SIDE * MAX_SIDE
+_NOTE_KEY = "note_for_transformers"
 _LOADER_KWARGS = ("revision", "cache_dir", "local_files_only", "token")
 _IGNORED_KWARGS = ("trust_remote_code", "use_fast", "force_download", "proxies", "resume_download",
                    "_from_auto", "_from_pipeline", "return_unused_kwargs")
@@ -128,6 +144,7 @@ class EfficientFormerImageProcessor:
                  **kwargs: Any) -> None:
         kwargs.pop("feature_extractor_type", None)
         kwargs.pop("image_processor_type", None)
+        kwargs.pop(_NOTE_KEY, None)  # written by to_dict from the settings, never a setting itself
         self._processor_class = kwargs.pop("processor_class", kwargs.pop("_processor_class", None))
         self.do_resize = bool(do_resize)
         self.size = _size_dict(size if size is not None else {"height": 224, "width": 224}, "size")
@@ -135,7 +152,7 @@ class EfficientFormerImageProcessor:
         self.do_center_crop = bool(do_center_crop)
         self.crop_size = _crop_dict(crop_size if crop_size is not None else {"height": 224, "width": 224})
         self.do_rescale = bool(do_rescale)
-        self.rescale_factor = rescale_factor
+        self.rescale_factor = _rescale_factor(rescale_factor)
         self.do_normalize = bool(do_normalize)
         self.image_mean = list(image_mean) if isinstance(image_mean, (list, tuple)) else (
             image_mean if image_mean is not None else list(IMAGENET_DEFAULT_MEAN))
@@ -163,7 +180,10 @@ class EfficientFormerImageProcessor:
         Args:
             images: a file path, PIL image, numpy array ((H, W, C), (C, H, W) or (H, W); uint8, uint16 or float),
                 torch/TF tensor, a 4-D (N, C, H, W) / (N, H, W, C) batch, or a list mixing them. Grayscale, RGBA
-                (alpha dropped) and 16-bit images (values >> 8) are converted to 8-bit RGB first.
+                (alpha dropped) and 16-bit images (values >> 8; a uint16 array whose values all fit 8 bits is
+                read as 8-bit, with a warning, as transformers does) are converted to 8-bit RGB first. Floats
+                holding whole numbers 0..255 give the uint8 result; floats in [0, 1] are rescaled once more when
+                `do_rescale` (as transformers does, with a warning); float TIFFs hold [0, 1] or 0..255 levels.
             do_resize ... image_std, crop_rounding, fast_resize, num_threads: override the processor's settings
                 for this call.
             return_tensors: None (a list of arrays, as transformers), "np" (one float32 array), "pt" (torch),
@@ -175,9 +195,10 @@ class EfficientFormerImageProcessor:
             BatchFeature with "pixel_values": (N, 3, H, W) float32 (or a list of (3, H, W) arrays).
 
         Raises:
-            InputError: unreadable files, wrong shapes or channel counts, an empty list, or images of different
-                output sizes with `return_tensors` set.
-            ConfigError: invalid sizes, filters, mean/std.
+            InputError: unreadable files (decompression bombs included), wrong shapes or channel counts, float
+                values neither in [0, 1] nor whole numbers 0..255, an empty list, an output above
+                MAX_OUTPUT_PIXELS without a crop, or images of different output sizes with `return_tensors` set.
+            ConfigError: invalid sizes (above MAX_SIDE included), filters, mean/std.
         """
         do_resize = self.do_resize if do_resize is None else do_resize
         size = self.size if size is None else _size_dict(size, "size")
@@ -185,7 +206,7 @@ class EfficientFormerImageProcessor:
         do_center_crop = self.do_center_crop if do_center_crop is None else do_center_crop
         crop_size = self.crop_size if crop_size is None else _crop_dict(crop_size)
         do_rescale = self.do_rescale if do_rescale is None else do_rescale
-        rescale_factor = self.rescale_factor if rescale_factor is None else rescale_factor
+        rescale_factor = self.rescale_factor if rescale_factor is None else _rescale_factor(rescale_factor)
         do_normalize = self.do_normalize if do_normalize is None else do_normalize
         mean = self.image_mean if image_mean is None else image_mean
         std = self.image_std if image_std is None else image_std
@@ -224,22 +245,20 @@ class EfficientFormerImageProcessor:
         data, from_float = pixels.data, False
         if pixels.is_float:
             if not do_resize:  # no Pillow round trip: transformers' float arithmetic on the values given
-                cropped = _center_crop(data, crop_size, rounding) if do_center_crop else data
+                cropped = _center_crop(data, crop_size, rounding) if do_center_crop else _bounded(data, pixels.name)
                 return _float_pipeline(cropped, settings, layout)
-            data, from_float = _quantize_like_transformers(data, pixels.name), True
+            data, from_float = _quantize_like_transformers(data, pixels.name)
         if do_resize:
             height, width = pixels.size
             out_h, out_w = _resize_shape(height, width, size)
-            box = _crop_box(out_h, out_w, crop_size, rounding) if do_center_crop else None
-            if box is not None and _fits(box, out_h, out_w):
-                array = resize_crop(data, out_w, out_h, resample, box, fast)
+            if do_center_crop:
+                array = _resized_crop(data, out_h, out_w, resample, crop_size, rounding, fast)
             else:
-                image = data if isinstance(data, Image.Image) else Image.fromarray(np.ascontiguousarray(data))
-                array = np.asarray(image.resize((out_w, out_h), resample=resample))
-                array = _center_crop(array, crop_size, rounding) if do_center_crop else array
+                _check_output(out_h, out_w, pixels.name, "resized to")
+                array = resize_crop(data, out_w, out_h, resample, (0, 0, out_w, out_h), fast)
         else:
             array = np.asarray(data) if isinstance(data, Image.Image) else data
-            array = _center_crop(array, crop_size, rounding) if do_center_crop else array
+            array = _center_crop(array, crop_size, rounding) if do_center_crop else _bounded(array, pixels.name)
         return _finish_8bit(array, from_float, settings, layout)
 
     # ------------------------------------------------------------------ config round trip
@@ -252,6 +271,9 @@ class EfficientFormerImageProcessor:
             if getattr(self, key) != default:
                 out[key] = getattr(self, key)
         out.update(copy.deepcopy(self._extra))
+        note = _transformers_note(self.crop_rounding, self.fast_resize)
+        if note:  # the file is transformers' format: say where transformers will compute something else
+            out[_NOTE_KEY] = note
         out["image_processor_type"] = type(self).__name__
         return out
 
@@ -265,14 +287,14 @@ class EfficientFormerImageProcessor:
         return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
     def to_json_file(self, path: str | os.PathLike) -> None:
-        with open(path, "w", encoding="utf-8") as handle:
-            handle.write(self.to_json_string())
+        from .fileio import write_text  # atomic: a kill never leaves half a file
+
+        write_text(path, self.to_json_string())
 
     def save_pretrained(self, save_directory: str | os.PathLike, **_: Any) -> list[str]:
         """Write `preprocessor_config.json` into `save_directory` (created if needed); returns the file list."""
         if os.path.isfile(save_directory):
             raise ConfigError(f"{save_directory} is a file; save_pretrained needs a folder path.")
-        os.makedirs(save_directory, exist_ok=True)
         path = os.path.join(os.fspath(save_directory), PREPROCESSOR_NAME)
         self.to_json_file(path)
         return [path]
@@ -348,8 +370,11 @@ class EfficientFormerImageProcessor:
         """
         cfg = pretrained_cfg.get("pretrained_cfg", pretrained_cfg)
         input_size = cfg.get("test_input_size") or cfg.get("input_size") or (3, 224, 224)
-        height, width = int(input_size[-2]), int(input_size[-1])
+        height, width = _timm_input_size(input_size)
         crop_pct = cfg.get("test_crop_pct") or cfg.get("crop_pct") or 0.875
+        if isinstance(crop_pct, bool) or not isinstance(crop_pct, (int, float)) or not 0.05 <= crop_pct <= 20:
+            raise ConfigError(f"timm crop_pct={crop_pct!r} is not a fraction of the resized image; use a number "
+                              "such as 0.875 or 0.95 (between 0.05 and 20).")
         crop_mode = cfg.get("crop_mode") or "center"
         interpolation = cfg.get("interpolation") or "bilinear"
         if interpolation not in _FILTER_CODES:
@@ -386,17 +411,67 @@ def _size_dict(size: Any, name: str) -> dict[str, int]:
     """transformers' get_size_dict for `size`: int -> square, (h, w) -> height/width, dicts checked."""
     if isinstance(size, bool):
         raise ConfigError(f"{name}={size!r} is not a size; use {{'height': h, 'width': w}} or {{'shortest_edge': s}}.")
-    if isinstance(size, int):
-        return {"height": size, "width": size}
-    if isinstance(size, (list, tuple)) and len(size) == 2:
-        return {"height": int(size[0]), "width": int(size[1])}
+    if isinstance(size, (int, np.integer)) and size > 0:
+        return _capped({"height": int(size), "width": int(size)}, name)
+    if isinstance(size, (list, tuple)) and len(size) == 2 and all(
+            isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0 for v in size):
+        return _capped({"height": int(size[0]), "width": int(size[1])}, name)
     if isinstance(size, dict):
         keys = set(size)
         if keys == {"height", "width"} or keys == {"shortest_edge"}:
             if all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0 for v in size.values()):
-                return {k: int(v) for k, v in size.items()}
+                return _capped({k: int(v) for k, v in size.items()}, name)
     raise ConfigError(f"{name}={size!r} is not supported; use {{'height': h, 'width': w}} or "
                       "{'shortest_edge': s} with positive ints.")
+
+
+def _capped(size: dict[str, int], name: str) -> dict[str, int]:
+    largest = max(size.values())
+    if largest > MAX_SIDE:
+        raise ConfigError(f"{name}={size} asks for {largest} pixels a side, more than the {MAX_SIDE} this processor "
+                          f"allows (EfficientFormer cannot use more, and it would take gigabytes); use at most "
+                          f"{MAX_SIDE}.")
+    return size
+
+
+def _timm_input_size(value: Any) -> tuple[int, int]:
+    """(height, width) of timm's input_size (C, H, W), checked: whole numbers from 1 to MAX_SIDE."""
+    if not isinstance(value, (list, tuple)) or len(value) not in (2, 3):
+        raise ConfigError(f"timm input_size={value!r} is not (channels, height, width); use e.g. [3, 224, 224].")
+    sides = []
+    for side in value[-2:]:
+        if (isinstance(side, bool) or not isinstance(side, (int, float)) or not math.isfinite(side)
+                or int(side) != side):
+            raise ConfigError(f"timm input_size={list(value)} has a side that is not a whole number; use e.g. "
+                              "[3, 224, 224].")
+        sides.append(int(side))
+    _capped({"height": sides[0], "width": sides[1]}, "timm input_size")
+    if min(sides) < 1:
+        raise ConfigError(f"timm input_size={list(value)} has a side below 1 pixel; use e.g. [3, 224, 224].")
+    return sides[0], sides[1]
+
+
+def _rescale_factor(value: Any) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) or not math.isfinite(
+            value):
+        raise ConfigError(f"rescale_factor={value!r} is not a finite number; use 1/255 for 8-bit images.")
+    return value
+
+
+def _transformers_note(rounding: str, fast: bool) -> str:
+    """What transformers, which ignores our extra options, computes differently from this processor."""
+    parts = []
+    if rounding == "round":
+        parts.append("crop_rounding 'round' (timm/torchvision: crop offsets rounded half to even) is an "
+                     "efficientformer option; transformers ignores it and rounds the offsets down, so where the "
+                     "margin of a resized side is odd its crop starts one pixel earlier (scores move by up to "
+                     "6e-4 on photos)")
+    if fast:
+        parts.append("fast_resize resamples only the crop (within one 8-bit level); transformers ignores it and "
+                     "resizes the whole image")
+    return "; ".join(parts) + ("." if parts else "")
 
 
 def _crop_dict(crop_size: Any) -> dict[str, int]:
@@ -430,10 +505,15 @@ def _rounding(value: Any) -> str:
 
 def _per_channel(value: Any, name: str) -> tuple[float, float, float]:
     if isinstance(value, (int, float, np.floating, np.integer)) and not isinstance(value, bool):
-        return (float(value),) * 3
-    values = tuple(float(v) for v in value)
+        value = [value] * 3
+    try:
+        values = tuple(float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name}={value!r} is not a list of numbers; give 3 floats or a single float.") from None
     if len(values) != 3:
         raise ConfigError(f"{name} has {len(values)} values; give 3 (one per RGB channel) or a single float.")
+    if not all(math.isfinite(v) for v in values):
+        raise ConfigError(f"{name}={list(values)} has a NaN or infinite value; give finite numbers.")
     return values
 
 
@@ -483,49 +563,74 @@ def _threads(value: Any) -> int | None:
     return value
 
 
-def _crop_offset(margin: int, rounding: str) -> int:
-    return margin // 2 if rounding == "floor" else int(round(margin / 2.0))
+def _crop_offset(size: int, crop: int, rounding: str) -> int:
+    """Where a center crop of `crop` starts in a side of `size`: negative when it is padded.
+
+    transformers rounds the margin down (and pads the top/left by ceil); torchvision, hence timm, rounds half
+    to even (and pads the top/left by floor)."""
+    if size >= crop:
+        return (size - crop) // 2 if rounding == "floor" else int(round((size - crop) / 2.0))
+    return -((crop - size + 1) // 2) if rounding == "floor" else -((crop - size) // 2)
 
 
-def _crop_box(height: int, width: int, crop: dict, rounding: str) -> tuple[int, int, int, int]:
-    """(left, top, right, bottom) of the center crop in an image of (height, width); may exceed it."""
-    top = _crop_offset(height - crop["height"], rounding)
-    left = _crop_offset(width - crop["width"], rounding)
-    return left, top, left + crop["width"], top + crop["height"]
+def _crop_window(height: int, width: int, crop: dict, rounding: str) -> tuple[int, int, tuple[int, int, int, int]]:
+    """(top, left) offsets of the crop, and the part of the image it covers as (left, top, right, bottom)."""
+    top = _crop_offset(height, crop["height"], rounding)
+    left = _crop_offset(width, crop["width"], rounding)
+    inner = (max(0, left), max(0, top), min(width, left + crop["width"]), min(height, top + crop["height"]))
+    return top, left, inner
 
 
-def _fits(box: tuple[int, int, int, int], height: int, width: int) -> bool:
-    left, top, right, bottom = box
-    return left >= 0 and top >= 0 and right <= width and bottom <= height
+def _place(region: np.ndarray, top: int, left: int, inner: tuple[int, int, int, int], crop: dict) -> np.ndarray:
+    """The crop: `region` (the image inside `inner`) as it is when the crop fits, else on a zero canvas."""
+    if region.shape[:2] == (crop["height"], crop["width"]):
+        return region
+    canvas = np.zeros((crop["height"], crop["width"]) + region.shape[2:], dtype=region.dtype)
+    y, x = inner[1] - top, inner[0] - left
+    canvas[y:y + region.shape[0], x:x + region.shape[1]] = region
+    return canvas
 
 
 def _center_crop(array: np.ndarray, crop: dict, rounding: str) -> np.ndarray:
-    """transformers' center_crop on an (H, W[, C]) array: a view when it fits, zero padding (top/left ceil) if not."""
-    height, width = array.shape[:2]
-    left, top, right, bottom = _crop_box(height, width, crop, rounding)
-    if _fits((left, top, right, bottom), height, width):
-        return array[top:bottom, left:right]
-    new_h, new_w = max(crop["height"], height), max(crop["width"], width)
-    pad_top, pad_left = math.ceil((new_h - height) / 2), math.ceil((new_w - width) / 2)
-    padded = np.zeros((new_h, new_w) + array.shape[2:], dtype=array.dtype)
-    padded[pad_top:pad_top + height, pad_left:pad_left + width] = array
-    top, bottom, left, right = top + pad_top, bottom + pad_top, left + pad_left, right + pad_left
-    return padded[max(0, top):min(new_h, bottom), max(0, left):min(new_w, right)]
+    """transformers' center_crop on an (H, W[, C]) array: a view when it fits, zero padding where it does not
+    (only the crop is allocated, never the padded image)."""
+    top, left, inner = _crop_window(array.shape[0], array.shape[1], crop, rounding)
+    return _place(array[inner[1]:inner[3], inner[0]:inner[2]], top, left, inner, crop)
+
+
+def _resized_crop(data: Any, out_h: int, out_w: int, resample: int, crop: dict, rounding: str,
+                  fast: bool) -> np.ndarray:
+    """transformers' resize to (out_h, out_w) then center crop, computing only the resized pixels the crop keeps:
+    the resized image itself may be far too large to hold (a 1x100000 image resized to 256x25600000)."""
+    top, left, inner = _crop_window(out_h, out_w, crop, rounding)
+    return _place(resize_crop(data, out_w, out_h, resample, inner, fast), top, left, inner, crop)
+
+
+def _check_output(height: int, width: int, name: str, what: str) -> None:
+    if height * width > MAX_OUTPUT_PIXELS:
+        raise InputError(f"{name} would be {what} {width}x{height} pixels, more than the {MAX_OUTPUT_PIXELS} this "
+                         "processor returns per image; enable do_center_crop or use a {'height', 'width'} size.")
+
+
+def _bounded(array: np.ndarray, name: str) -> np.ndarray:
+    _check_output(array.shape[0], array.shape[1], name, "kept at")
+    return array
 
 
 # ---------------------------------------------------------------------- pixel values
-def _quantize_like_transformers(values: np.ndarray, name: str) -> np.ndarray:
-    """Float (H, W, 3) -> uint8 as transformers' to_pil_image: integer-valued 0..255 kept, [0, 1] times 255,
-    then truncated (not rounded)."""
-    if np.allclose(values, values.astype(int)):
+def _quantize_like_transformers(values: np.ndarray, name: str) -> tuple[np.ndarray, bool]:
+    """Float (H, W, 3) -> (uint8, scaled) as transformers' resize does it (`to_pil_image`): whole numbers 0..255
+    are cast as they are (scaled False: the resized pixels stay 0..255, exactly the uint8 result), values in
+    [0, 1] are multiplied by 255 and truncated (scaled True: the resized pixels come back divided by 255)."""
+    if np.allclose(values, values.astype(int)):  # transformers' test, tolerance included
         if values.min() < 0 or values.max() > 255:
             raise InputError(f"{name} has integer-valued floats outside [0, 255]; scale them to 0..255 or 0..1.")
-        return values.astype(np.uint8)
+        return values.astype(np.uint8), False
     if values.min() < 0 or values.max() > 1:
         raise InputError(f"{name} has float values in [{values.min():.4g}, {values.max():.4g}] that are neither in "
                          "[0, 1] nor whole numbers 0..255; rescale them to [0, 1] or round them "
                          "(array.round().astype('uint8')).")
-    return (values.astype(np.float64) * 255).astype(np.float32).astype(np.uint8)
+    return (values.astype(np.float64) * 255).astype(np.float32).astype(np.uint8), True
 
 
 def _float_steps(values: np.ndarray, settings: dict) -> np.ndarray:
@@ -577,4 +682,4 @@ def _float_pipeline(values: np.ndarray, settings: dict, layout: str) -> np.ndarr
 
 
 __all__ = ["EfficientFormerImageProcessor", "BatchFeature", "PREPROCESSOR_NAME", "IMAGENET_DEFAULT_MEAN",
-           "IMAGENET_DEFAULT_STD"]
+           "IMAGENET_DEFAULT_STD", "MAX_SIDE", "MAX_OUTPUT_PIXELS"]

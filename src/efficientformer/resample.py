@@ -7,9 +7,13 @@ Pillow resamples separably: one pass along each axis, with an 8-bit image in bet
 weights are `k_i / 2**22` gives Pillow's sums exactly, scaled by a power of two, and
 `floor(clip(sum + 0.5, 0, 255))` gives Pillow's samples exactly.
 
-Only the samples inside the center crop are computed, each pass multiplies bands of outputs by the small dense
+Only the samples inside the center crop are computed (weights included: a 1x100000 image resized to
+256x25600000 costs what its 224x224 crop needs), each pass multiplies bands of outputs by the small dense
 block of weights they need, and BLAS does the arithmetic: about twice as fast as Pillow on the hub setting
-(640x480 -> 341x256, crop 224), with the same bytes.
+(640x480 -> 341x256, crop 224), with the same bytes. Large sources are converted to float64 in strips of
+rows (or columns), so the work memory stays near STRIP_ELEMENTS samples whatever the image size; the sums
+are exact, so strips give the same bytes. `plan_elements` estimates the weight blocks a resize needs, so
+that callers can leave extreme downscales (a 1x50000000 image to 96x96) to Pillow instead.
 
 The order of the passes is Pillow's: horizontal first, except that Pillow 13 and later run the vertical pass
 first when the height shrinks by more than twice as many pixels as the width (`ImagingResampleInner`).
@@ -34,6 +38,9 @@ FILTERS = {0: ("nearest", 0.0), 1: ("lanczos", 3.0), 2: ("bilinear", 1.0), 3: ("
            4: ("box", 0.5), 5: ("hamming", 1.0)}
 SUPPORTED = (2, 3, 4)  # the filters this module computes: bilinear, bicubic, box
 BAND = 16  # outputs per matrix product
+STRIP_ELEMENTS = 1 << 22  # source samples converted to float64 at a time (32 MB)
+_SCRATCH_MAX = 1 << 21  # work arrays up to this many elements (16 MB) are kept between calls, larger ones not
+_PLAN_CACHE_MAX = 1 << 19  # plans whose weight blocks hold up to this many elements (4 MB) are cached
 _PILLOW_MAJOR = int(PIL.__version__.split(".")[0])
 
 
@@ -77,20 +84,23 @@ def _filter(resample: int, x: np.ndarray) -> np.ndarray:
                     np.where(x < 2.0, (((x - 5) * x + 8) * x - 4) * a, 0.0))
 
 
-def _coefficients(in_size: int, out_size: int, resample: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per output sample: first input index, number of taps, and integer weights (out, ksize) as float64."""
+def _coefficients(in_size: int, out_size: int, resample: int, start: int, stop: int
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For output samples start..stop-1 of a resize of in_size to out_size: first input index, number of taps,
+    and integer weights (stop - start, ksize) as float64. Each sample's weights depend only on its own
+    position, so computing a range gives the same numbers as computing all of them."""
     scale = float(in_size) / out_size
     filterscale = max(scale, 1.0)
     support = FILTERS[resample][1] * filterscale
     ksize = int(math.ceil(support)) * 2 + 1
-    center = (np.arange(out_size, dtype=np.float64) + 0.5) * scale
+    center = (np.arange(start, stop, dtype=np.float64) + 0.5) * scale
     first = np.maximum(np.trunc(center - support + 0.5).astype(np.int64), 0)
     count = np.minimum(np.trunc(center + support + 0.5).astype(np.int64), in_size) - first
     taps = np.arange(ksize)
     used = taps[None, :] < count[:, None]
     weights = np.where(used, _filter(resample, ((taps[None, :] + first[:, None]) - center[:, None] + 0.5)
                                      * (1.0 / filterscale)), 0.0)
-    total = np.zeros(out_size)
+    total = np.zeros(stop - start)
     for tap in range(ksize):  # summed tap by tap, in Pillow's order (numpy's pairwise sum rounds differently)
         total = total + weights[:, tap]
     weights = np.where(total[:, None] != 0.0, weights / np.where(total == 0.0, 1.0, total)[:, None], weights)
@@ -99,33 +109,58 @@ def _coefficients(in_size: int, out_size: int, resample: int) -> tuple[np.ndarra
     return first, count, integer
 
 
-def _bands(first: np.ndarray, count: np.ndarray, weights: np.ndarray, start: int, stop: int,
+def plan_elements(in_w: int, in_h: int, out_w: int, out_h: int, box: tuple[int, int, int, int],
+                  resample: int) -> int:
+    """About how many float64 weights (and coefficient temporaries) `resize_crop` builds for this resize: per
+    axis, the crop's outputs times the inputs each band of them spans. Small for any real photo; it grows
+    with the shrink factor (1x100000 to 96x96: about 2 million)."""
+    total = 0
+    for in_size, out_size, length in ((in_w, out_w, box[2] - box[0]), (in_h, out_h, box[3] - box[1])):
+        scale = max(float(in_size) / out_size, 1.0)
+        total += length * int((BAND + 2 * FILTERS[resample][1] + 2) * scale + 1)
+    return total
+
+
+def _bands(first: np.ndarray, count: np.ndarray, weights: np.ndarray,
            offset: int) -> list[tuple[int, int, int, int, np.ndarray]]:
-    """For outputs [start, stop) in bands of BAND: (out_a, out_b, in_a, in_b, (in_b - in_a, out_b - out_a)
-    weights / 2**22), with output indices relative to `start` and input indices relative to `offset`."""
+    """For the outputs of (first, count, weights) in bands of BAND: (out_a, out_b, in_a, in_b, (in_b - in_a,
+    out_b - out_a) weights / 2**22), with input indices relative to `offset`."""
     bands = []
-    for a in range(start, stop, BAND):
-        b = min(stop, a + BAND)
+    for a in range(0, len(first), BAND):
+        b = min(len(first), a + BAND)
         in_a, in_b = int(first[a:b].min()), int((first[a:b] + count[a:b]).max())
         block = np.zeros((in_b - in_a, b - a))
         for column, out in enumerate(range(a, b)):
             block[first[out] - in_a:first[out] - in_a + count[out], column] = weights[out, :count[out]]
-        bands.append((a - start, b - start, in_a - offset, in_b - offset, block * 2.0 ** -PRECISION_BITS))
+        bands.append((a, b, in_a - offset, in_b - offset, block * 2.0 ** -PRECISION_BITS))
     return bands
 
 
-@lru_cache(maxsize=64)
+_PLANS: dict = {}  # small plans by their arguments (at most 64), so a batch of same-size photos plans once
+_PLANS_LOCK = threading.Lock()
+
+
 def _plan(in_w: int, in_h: int, out_w: int, out_h: int, box: tuple[int, int, int, int], resample: int):
     """Input rows and columns the crop needs, and the weight bands of both passes (relative to them)."""
+    key = (in_w, in_h, out_w, out_h, box, resample)
+    with _PLANS_LOCK:
+        if key in _PLANS:
+            return _PLANS[key]
     left, top, right, bottom = box
-    y_first, y_count, y_weights = _coefficients(in_h, out_h, resample)
-    rows = (int(y_first[top:bottom].min()), int((y_first[top:bottom] + y_count[top:bottom]).max()))
-    x_first, x_count, x_weights = _coefficients(in_w, out_w, resample)
-    cols = (int(x_first[left:right].min()), int((x_first[left:right] + x_count[left:right]).max()))
-    horizontal = _bands(x_first, x_count, x_weights, left, right, cols[0])
-    vertical = [(a, b, i, j, np.ascontiguousarray(w.T))
-                for a, b, i, j, w in _bands(y_first, y_count, y_weights, top, bottom, rows[0])]
-    return rows, cols, horizontal, vertical
+    y_first, y_count, y_weights = _coefficients(in_h, out_h, resample, top, bottom)
+    rows = (int(y_first.min()), int((y_first + y_count).max()))
+    x_first, x_count, x_weights = _coefficients(in_w, out_w, resample, left, right)
+    cols = (int(x_first.min()), int((x_first + x_count).max()))
+    horizontal = _bands(x_first, x_count, x_weights, cols[0])
+    vertical = [(a, b, i, j, np.ascontiguousarray(w.T)) for a, b, i, j, w in _bands(y_first, y_count, y_weights,
+                                                                                     rows[0])]
+    plan = rows, cols, horizontal, vertical
+    if sum(w.size for *_, w in horizontal + vertical) <= _PLAN_CACHE_MAX:  # large plans are not kept around
+        with _PLANS_LOCK:
+            if len(_PLANS) >= 64:
+                _PLANS.clear()
+            _PLANS[key] = plan
+    return plan
 
 
 _SCRATCH = threading.local()  # per thread: float64 work arrays by (role, shape), reused from call to call
@@ -134,6 +169,8 @@ _SCRATCH = threading.local()  # per thread: float64 work arrays by (role, shape)
 def _scratch(role: str, shape: tuple[int, ...]) -> np.ndarray:
     """A float64 work array kept between calls: fresh multi-megabyte arrays come from the operating system
     page by page on every call (mmap), which costs as much as the arithmetic. Contents are overwritten."""
+    if math.prod(shape) > _SCRATCH_MAX:  # kept, a large array would hold its memory after the call
+        return np.empty(shape)
     arrays = _SCRATCH.__dict__.setdefault("arrays", {})
     key = (role, shape)
     if key not in arrays:
@@ -199,14 +236,32 @@ def resize_crop(pixels, out_w: int, out_h: int, resample: int, box: tuple[int, i
     region = region[:, :, None] if gray else region
     channels = region.shape[2]
     crop_w, crop_h = box[2] - box[0], box[3] - box[1]
+    rows, cols = r1 - r0, c1 - c0
     if vertical_first(width, height, out_w, out_h):
         # vertical pass on rows of (column, channel) samples, then horizontal on rows of (row, channel)
-        middle = _vertical(_float64(region, "source").reshape(r1 - r0, -1), vertical)  # (crop_h, cols*C)
-        planes = _float64(middle.reshape(crop_h, c1 - c0, channels).transpose(0, 2, 1), "planes")
-        out = _horizontal(planes.reshape(-1, c1 - c0), horizontal)  # (crop_h*C, crop_w)
+        step = max(1, STRIP_ELEMENTS // (rows * channels))  # columns per strip
+        if step >= cols:
+            middle = _vertical(_float64(region, "source").reshape(rows, -1), vertical)  # (crop_h, cols*C)
+        else:
+            middle = np.empty((crop_h, cols * channels))
+            for c in range(0, cols, step):
+                strip = region[:, c:c + step]
+                middle[:, c * channels:(c + strip.shape[1]) * channels] = _vertical(
+                    _float64(strip, "source").reshape(rows, -1), vertical)
+        planes = _float64(middle.reshape(crop_h, cols, channels).transpose(0, 2, 1), "planes")
+        out = _horizontal(planes.reshape(-1, cols), horizontal)  # (crop_h*C, crop_w)
     else:
-        planes = _float64(region.transpose(0, 2, 1), "source").reshape(-1, c1 - c0)  # (rows*C, cols)
-        middle = _horizontal(planes, horizontal).reshape(r1 - r0, channels * crop_w)
+        step = max(1, STRIP_ELEMENTS // (cols * channels))  # rows per strip
+        if step >= rows:
+            planes = _float64(region.transpose(0, 2, 1), "source").reshape(-1, cols)  # (rows*C, cols)
+            middle = _horizontal(planes, horizontal).reshape(rows, channels * crop_w)
+        else:
+            middle = np.empty((rows * channels, crop_w))
+            for r in range(0, rows, step):
+                strip = region[r:r + step]
+                planes = _float64(strip.transpose(0, 2, 1), "source").reshape(-1, cols)
+                middle[r * channels:(r + strip.shape[0]) * channels] = _horizontal(planes, horizontal)
+            middle = middle.reshape(rows, channels * crop_w)
         out = _vertical(middle, vertical)  # (crop_h, C*crop_w)
     result = out.astype(np.uint8).reshape(crop_h, channels, crop_w).transpose(0, 2, 1)
     return result[:, :, 0] if gray else result

@@ -9,6 +9,14 @@ Fast mode (`fast=True`), for the filters Pillow computes, resamples only the cro
 argument where that stays within one 8-bit level of exact mode (see FAST_FILTERS below): Pillow places the
 samples from float32 box coordinates, so a few values differ by one level, at most 1/255/std after
 normalization.
+
+Bounded work: what a resize costs follows the crop, not the resized image. Bicubic, bilinear and box compute
+only the crop's samples (`efficientformer.resample`); the Pillow-computed filters resize the whole image only
+while it has at most FULL_RESIZE_PIXELS pixels, and beyond that (a 1x100000 image resized to 256x25600000)
+resample the crop alone with Pillow's `box`, as fast mode does (transformers would need gigabytes there;
+tests/test_inputs_bounded.py checks nearest picks the same pixels and lanczos/hamming stay within one level). Downscales that would build more than NUMPY_PLAN_ELEMENTS weights go to Pillow, and a side
+longer than REDUCE_ABOVE_SIDE pixels is first shrunk by Pillow's `reduce` (box averaging by a whole factor,
+as Pillow's own `reducing_gap` does), so that the filter weights stay a few tens of megabytes.
 """
 
 from __future__ import annotations
@@ -29,6 +37,9 @@ from . import resample as resample_module
 FAST_FILTERS = (1, 3)
 MIN_FAST_SCALE = 1.25
 MAX_ASPECT_CHANGE = 0.02
+FULL_RESIZE_PIXELS = 1 << 24  # Pillow resizes of up to 16.8 million output pixels (4096x4096) are done whole
+NUMPY_PLAN_ELEMENTS = 1 << 22  # the numpy resize takes plans of up to 4 million weights (32 MB)
+REDUCE_ABOVE_SIDE = 1 << 21  # Pillow's weights for a side of 2 million pixels: 2 * support * 16 MB at most
 _POOL: tuple[int, ThreadPoolExecutor] | None = None  # (process id, pool): a forked child makes its own
 
 
@@ -65,18 +76,34 @@ def resize_crop(image: Image.Image | np.ndarray, out_w: int, out_h: int, resampl
         image: a PIL image of mode "RGB" or "L", or a uint8 array (H, W, 3) or (H, W).
 
     Bicubic, bilinear and box resizes run in numpy, bit for bit (`efficientformer.resample`); others run in
-    Pillow, with only the crop region resampled when `fast` qualifies (module docstring), else the whole
-    image as transformers does.
+    Pillow, with only the crop region resampled when `fast` qualifies or the whole resize would be larger than
+    FULL_RESIZE_PIXELS (module docstring), else the whole image as transformers does.
     """
     array = image if isinstance(image, np.ndarray) else None
     width, height = (image.shape[1], image.shape[0]) if array is not None else image.size
-    if resample_module.supported(resample) and (array is None or array.dtype == np.uint8):
+    if (resample_module.supported(resample) and (array is None or array.dtype == np.uint8)
+            and resample_module.plan_elements(width, height, out_w, out_h, box, resample) <= NUMPY_PLAN_ELEMENTS):
         return resample_module.resize_crop(image, out_w, out_h, resample, box)
     if array is not None:
         image = Image.fromarray(np.ascontiguousarray(array))
+    image = _reduce_long_sides(image, out_w, out_h)
+    width, height = image.size
     sx, sy = width / out_w, height / out_h
-    if fast and resample in FAST_FILTERS and min(sx, sy) >= MIN_FAST_SCALE and abs(sx / sy - 1) <= MAX_ASPECT_CHANGE:
-        left, top, right, bottom = box
+    left, top, right, bottom = box
+    fast_ok = (fast and resample in FAST_FILTERS and min(sx, sy) >= MIN_FAST_SCALE
+               and abs(sx / sy - 1) <= MAX_ASPECT_CHANGE)
+    if fast_ok or out_w * out_h > FULL_RESIZE_PIXELS:  # the crop alone (the whole resize would not fit in memory)
         return np.asarray(image.resize((right - left, bottom - top), resample=resample,
                                        box=(left * sx, top * sy, right * sx, bottom * sy)))
     return np.asarray(image.resize((out_w, out_h), resample=resample).crop(box))
+
+
+def _reduce_long_sides(image: Image.Image, out_w: int, out_h: int) -> Image.Image:
+    """Shrink a side longer than REDUCE_ABOVE_SIDE that is being downscaled by a whole factor (Pillow's
+    `reduce`), keeping it at least as long as the output: Pillow's weights for a side grow with its length."""
+    width, height = image.size
+    factors = []
+    for size, out in ((width, out_w), (height, out_h)):
+        factor = -(-size // REDUCE_ABOVE_SIDE) if size > REDUCE_ABOVE_SIDE else 1
+        factors.append(max(1, min(factor, size // out)))
+    return image.reduce(tuple(factors)) if factors != [1, 1] else image

@@ -111,7 +111,7 @@ def write_h5(path: str | os.PathLike, weights: Mapping[str, np.ndarray], model_n
     """Write {name: array} as a `tf_model.h5` that transformers 4.x's TF classes (tf-keras) can load.
 
     Args:
-        path: file to write (overwritten).
+        path: file to write (replaced atomically).
         weights: names as `read_h5` returns them, in the order to store them (the first part of each name
             is its top-level layer: `efficientformer`, `classifier`, `distillation_classifier`).
         model_name: the tf-keras name of the model class, a value of `MODEL_NAMES`.
@@ -120,22 +120,28 @@ def write_h5(path: str | os.PathLike, weights: Mapping[str, np.ndarray], model_n
     Returns:
         The path written.
     """
+    from .fileio import write_with
+
     h5py = require("h5py", "tf", "writing tf_model.h5")
     strings = h5py.string_dtype("ascii")
     layers: dict[str, list[str]] = {}
     for name in weights:
         layers.setdefault(name.split("/", 1)[0], []).append(name)
-    with h5py.File(os.fspath(path), "w") as handle:
-        handle.attrs["backend"] = "tensorflow"
-        handle.attrs["keras_version"] = keras_version
-        handle.attrs.create("layer_names", np.array(list(layers), dtype=object), dtype=strings)
-        for layer, names in layers.items():
-            group = handle.create_group(layer)
-            stored = [f"{model_name}/{name}:0" for name in names]
-            group.attrs.create("weight_names", np.array(stored, dtype=object), dtype=strings)
-            for key, name in zip(stored, names):
-                group.create_dataset(key, data=np.asarray(weights[name]))
-        handle.create_group("top_level_model_weights").attrs["weight_names"] = np.zeros((0,))
+
+    def write(tmp: str) -> None:
+        with h5py.File(tmp, "w") as handle:
+            handle.attrs["backend"] = "tensorflow"
+            handle.attrs["keras_version"] = keras_version
+            handle.attrs.create("layer_names", np.array(list(layers), dtype=object), dtype=strings)
+            for layer, names in layers.items():
+                group = handle.create_group(layer)
+                stored = [f"{model_name}/{name}:0" for name in names]
+                group.attrs.create("weight_names", np.array(stored, dtype=object), dtype=strings)
+                for key, name in zip(stored, names):
+                    group.create_dataset(key, data=np.asarray(weights[name]))
+            handle.create_group("top_level_model_weights").attrs["weight_names"] = np.zeros((0,))
+
+    write_with(path, write)  # h5py writes in place; the temporary file keeps a kill from leaving half of it
     return os.fspath(path)
 
 

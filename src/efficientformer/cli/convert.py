@@ -8,6 +8,13 @@ examples:
   efficientformer convert timm/efficientformer_l1.snap_dist_in1k l1-hf --dtype float16
   efficientformer convert snap-research/efficientformer-l1-300 l1-timm --format timm
   efficientformer convert l1-hf l1_original.pth --format original
+  efficientformer convert l1-timm l1-hf --overwrite                                  # replace the model in l1-hf
+
+The output is written atomically (built beside DST, then swapped in): an error or a kill leaves what was
+there. A DST that already holds a model is refused unless --overwrite is given; then all of that model's
+files are replaced (no stale weights stay) and the folder's other files are kept. A DST that is, holds or
+lies inside SRC (symlinks resolved) is always refused. --format timm refuses models that timm's
+EfficientFormer cannot build (it fixes the attention shape: key_dim 32, 8 heads, attention_ratio 4).
 """
 
 from __future__ import annotations
@@ -29,6 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-training-args", action="store_true",
                         help="read a training checkpoint that pickles its argparse.Namespace arguments "
                              "(allows that class only; use for files you trust)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a model already in DST (its model files; other files there are kept)")
     parser.add_argument("--revision", default=None, help="hub revision of SRC")
 
 
@@ -36,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
     from ..convert import convert
 
     result = convert(args.src, args.dst, format=args.format, dtype=args.dtype, verify=args.verify,
-                     allow_training_args=args.allow_training_args, revision=args.revision)
+                     allow_training_args=args.allow_training_args, overwrite=args.overwrite,
+                     revision=args.revision)
     print(f"read {args.src} ({result.source_format} layout), wrote {result.num_tensors} tensors in the "
           f"{result.format} layout to {result.path}")
     for note in result.notes:

@@ -14,7 +14,6 @@ examples:
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 HELP = "top-1/top-5 accuracy and a confusion-matrix picture on a labelled dataset"
@@ -133,7 +132,8 @@ def run(args: argparse.Namespace) -> int:
         draw_confusion_matrix(matrix, label_names, args.confusion, title=f"top-1 {acc1:.2f}% on {n} images")
         print(f"confusion matrix: {args.confusion}")
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as handle:
-            json.dump({"model": str(model), "data": args.data, "images": n, "top1": acc1, "top5": acc5,
-                       "confusion": matrix.tolist(), "labels": label_names}, handle, indent=2)
+        from ..fileio import write_json  # atomic: a kill never leaves half a JSON file
+
+        write_json(args.json, {"model": str(model), "data": args.data, "images": n, "top1": acc1, "top5": acc5,
+                               "confusion": matrix.tolist(), "labels": label_names})
     return 0

@@ -6,6 +6,10 @@ Examples:
   efficientformer export --model ./my-model --format tflite --quantize fp16 l1_fp16.tflite
   efficientformer export --model l1 --format torchscript --image-size 256 256 l1_256.pt
   efficientformer export --model ./my-model --format coreml l1.mlpackage
+
+The model is built as the class its checkpoint holds (two heads, one head, or a backbone, whose output is
+last_hidden_state), and the file carries its labels and preprocessing as metadata:
+`efficientformer predict photo.jpg --model l1.onnx` runs an exported ONNX file.
 """
 
 from __future__ import annotations
@@ -37,17 +41,25 @@ def run(args: argparse.Namespace) -> int:
     import os
 
     from ..errors import InputError
-    from ..exporters import export
+    from ..exporters import check_output_path, export, load_model
 
     if args.quantize and args.format != "tflite":
         raise InputError("--quantize applies to --format tflite only.")
-    if args.format == "coreml" and not args.output.rstrip("/").endswith(".mlpackage"):
-        raise InputError(f"a Core ML model is a folder ending in .mlpackage; got {args.output!r}.")
-    path = export(args.model, args.output, format=args.format, image_size=args.image_size,
-                  dynamic_batch=args.dynamic_batch, dtype=args.dtype, quantize=args.quantize,
-                  check=not args.no_check, opset=args.opset)
+    output = check_output_path(args.output, args.format)  # a folder given for a file fails here, before loading
+    model = load_model(args.model)  # the class the checkpoint's heads make it, so the output says what was exported
+    try:
+        path = export(model, output, format=args.format, image_size=args.image_size,
+                      dynamic_batch=args.dynamic_batch, dtype=args.dtype, quantize=args.quantize,
+                      check=not args.no_check, opset=args.opset)
+    except PermissionError as err:
+        raise InputError(f"cannot write {err.filename or output}: permission denied; choose a folder you can "
+                         "write to.") from None
     size = sum(os.path.getsize(os.path.join(root, f)) for root, _, files in os.walk(path) for f in files) \
         if os.path.isdir(path) else os.path.getsize(path)
-    checked = "" if args.no_check else (" (spec validated)" if args.format == "coreml" else " (checked against PyTorch)")
-    print(f"wrote {path} ({size / 1e6:.1f} MB){checked}")
+    checked = "" if args.no_check else ("; spec validated" if args.format == "coreml" else "; checked against PyTorch")
+    backbone = type(model).__name__ == "EfficientFormerModel"
+    labels = "" if backbone else f", {model.config.num_labels} labels"
+    carried = "config" if backbone else "labels"
+    print(f"wrote {path} ({size / 1e6:.1f} MB, {type(model).__name__}{labels}, with its {carried} and preprocessing "
+          f"as metadata{checked})")
     return 0

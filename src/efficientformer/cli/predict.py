@@ -1,8 +1,16 @@
 """Classify images with an EfficientFormer checkpoint and print the top classes of each.
 
-Inputs are image files, folders (searched recursively for image files) and glob patterns. Files that
-cannot be read as images are reported on stderr and skipped; the exit code is 1 when some were, 0
-otherwise. Results are printed batch by batch, so a failure later on loses nothing already printed.
+Inputs are image files, folders and glob patterns. A file named on the command line is decoded whatever
+its name; folders are searched recursively (symbolic links followed, each real folder and file taken once,
+so a link loop classifies nothing twice) for files with an extension Pillow decodes (`image_suffixes()`:
+.jpg, .jfif, .png, .webp, .tif, ...); hidden entries (names starting with ".") are not searched, as a shell
+glob skips them. A glob's matches count as if named on the command line (a matched folder is searched,
+except under "**", which lists the folder's files itself).
+
+Every input that is not classified is reported on stderr with the reason: a file with another extension
+(or none) found in a folder, a folder that cannot be read, a broken link, a file that is not an image,
+is truncated, or is larger than Pillow's decompression-bomb limit. The exit code is then 1, else 0.
+Results are printed batch by batch, so a failure later on loses nothing already printed.
 
 examples:
   efficientformer predict                      # the bundled Fashion-MNIST model on the bundled sample images
@@ -15,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import errno
 import glob
 import json
 import os
@@ -24,8 +33,10 @@ from ..bundled import default_model_path, sample_images_path
 
 HELP = "classify images (files, folders, globs) and print the top classes"
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
 PROGRESS_MIN_IMAGES = 64  # below this, no progress bar
+BUNDLED_NOTE = ("the bundled demo model knows 10 Fashion-MNIST clothing classes (96x96 grayscale images), so it "
+                "names any photo after clothing; for the 1000 ImageNet classes pass --model "
+                "snap-research/efficientformer-l1-300 (or another ImageNet checkpoint)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,27 +54,128 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def expand_inputs(inputs: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
-    """(image paths in order, [(input, reason)] for inputs that match nothing)."""
+    """(image paths in order, each real file once; [(input or path, reason)] for everything skipped).
+
+    Files named directly (or matched by a glob) are kept whatever their extension; folders give their image
+    files in sorted order and report their other files, unreadable sub-folders and broken links.
+    """
     paths: list[str] = []
-    missing: list[tuple[str, str]] = []
+    skipped: list[tuple[str, str]] = []
+    seen_files: set = set()
+    seen_dirs: set = set()
+
+    def add_file(path: str) -> None:
+        key = _identity(path)
+        if key not in seen_files:
+            seen_files.add(key)
+            paths.append(path)
+
+    def add_folder(folder: str) -> None:
+        found = _search_folder(folder, seen_dirs, skipped)
+        if found is not None and not found:
+            skipped.append((folder, "folder holds no image files"))
+        for path in sorted(found or ()):
+            add_file(path)
+
     for item in inputs:
         if os.path.isdir(item):
-            found = sorted(os.path.join(root, name) for root, _, names in os.walk(item) for name in names
-                           if name.lower().endswith(IMAGE_SUFFIXES))
-            if not found:
-                missing.append((item, "folder holds no image files"))
-            paths.extend(found)
-        elif os.path.exists(item):
-            paths.append(item)
+            add_folder(item)
+        elif os.path.lexists(item):
+            add_file(item)
         elif glob.has_magic(item):
-            found = sorted(p for p in glob.glob(item, recursive=True) if os.path.isfile(p))
-            if not found:
-                missing.append((item, "pattern matches no files"))
-            paths.extend(found)
+            # shallowest first: a file that "**" also reaches through a link loop is shown by its shortest path
+            matches = sorted(glob.glob(item, recursive=True), key=lambda m: (m.count(os.sep), m))
+            matched, known = False, {}
+            for match in matches:
+                if os.path.isdir(match):
+                    if "**" not in item:  # "**" lists the folder's files itself
+                        add_folder(match)
+                        matched = True
+                elif not _past_link_loop(match, known):
+                    add_file(match)  # once, even when an earlier input named it already
+                    matched = True
+            if not matched:
+                skipped.append((item, "pattern matches no files"))
         else:
-            missing.append((item, "no such file or folder"))
-    unique = list(dict.fromkeys(paths))
-    return unique, missing
+            skipped.append((item, "no such file or folder"))
+    return paths, skipped
+
+
+def _past_link_loop(path: str, known: dict) -> bool:
+    """Whether `path` goes through one folder twice: "**" follows folder links, so a link loop gives every file
+    under it again and again (up to the system's limit of links); glob also returned its shortest path.
+    `known` caches the identity of each folder prefix."""
+    pieces = path.split(os.sep)
+    seen = set()
+    for i in range(1, len(pieces)):
+        prefix = os.sep.join(pieces[:i]) or os.sep
+        if prefix not in known:
+            try:
+                known[prefix] = _identity(prefix, strict=True)
+            except OSError as err:
+                known[prefix] = "loop" if err.errno == errno.ELOOP else None
+        key = known[prefix]
+        if key == "loop" or (key is not None and key in seen):
+            return True
+        seen.add(key)
+    return False
+
+
+def _identity(path: str, strict: bool = False):
+    """What makes two paths one file: device and inode (links, `..`, link loops), else the real path."""
+    try:
+        info = os.stat(path)
+        return info.st_dev, info.st_ino
+    except OSError:
+        if strict:
+            raise
+        return os.path.realpath(path)
+
+
+def _search_folder(folder: str, seen_dirs: set, skipped: list) -> list[str] | None:
+    """Image files under `folder` (links followed, each real folder once; None when it was searched already),
+    appending everything else found to `skipped`."""
+    from ..image_io import image_suffixes
+
+    found: list[str] = []
+    stack, first = [folder], True
+    while stack:
+        current = stack.pop()
+        key = _identity(current)
+        if key in seen_dirs:  # a link back up the tree, or a folder named twice
+            if first:
+                return None
+            continue
+        seen_dirs.add(key)
+        first = False
+        try:
+            with os.scandir(current) as listing:
+                entries = sorted(listing, key=lambda e: e.name)
+        except OSError as err:
+            skipped.append((current, f"folder cannot be read ({err.strerror or err})"))
+            continue
+        subfolders = []
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            try:
+                is_dir, is_file = entry.is_dir(), entry.is_file()
+            except OSError as err:  # a link loop (a -> a) or a folder we may not look into
+                skipped.append((entry.path, f"cannot be read ({err.strerror or err})"))
+                continue
+            if is_dir:
+                subfolders.append(entry.path)
+            elif is_file:
+                if os.path.splitext(entry.name)[1].lower() in image_suffixes():
+                    found.append(entry.path)
+                else:
+                    skipped.append((entry.path, "not an image file extension (name the file itself to try it)"))
+            elif entry.is_symlink():
+                skipped.append((entry.path, "broken symbolic link"))
+            else:
+                skipped.append((entry.path, "not a regular file"))
+        stack.extend(reversed(subfolders))
+    return found
 
 
 class _Printer:
@@ -130,12 +242,14 @@ def run(args: argparse.Namespace) -> int:
         if not os.path.isdir(model):
             raise CheckpointError("no default model is bundled with this installation yet; pass --model with a "
                                   "folder, hub id or weights file, e.g. --model snap-research/efficientformer-l1-300.")
-    paths, missing = expand_inputs(args.inputs or [sample_images_path()])
+    paths, skipped = expand_inputs(args.inputs or [sample_images_path()])
     shown = {path: _display_name(path, bundled=not args.inputs) for path in paths}
     failed = 0
-    for item, reason in missing:
+    for item, reason in skipped:
         print(f"efficientformer predict: skipped {item}: {reason}", file=sys.stderr)
         failed += 1
+    if args.model is None:
+        print(f"efficientformer predict: {BUNDLED_NOTE}", file=sys.stderr)
     if not paths:
         print("efficientformer predict: no images to classify", file=sys.stderr)
         return 1
@@ -163,12 +277,22 @@ def run(args: argparse.Namespace) -> int:
             if opened:
                 try:
                     ranked = classifier.rank(classifier.logits(opened), args.top_k)
-                except (InputError, ValueError, RuntimeError) as err:
+                except InputError:  # one image the processor refuses: classify the others one by one
+                    ranked = []
+                    for path, image in zip(names, opened):
+                        try:
+                            ranked.append(classifier.rank(classifier.logits([image]), args.top_k)[0])
+                        except InputError as err:
+                            print(f"efficientformer predict: skipped {path}: {err}", file=sys.stderr)
+                            failed += 1
+                            ranked.append(None)
+                except (ValueError, RuntimeError) as err:
                     print(f"efficientformer predict: batch of {len(opened)} images from {names[0]} failed: {err}",
                           file=sys.stderr)
                     failed += len(opened)
-                else:
-                    for path, predictions in zip(names, ranked):
+                    ranked = []
+                for path, predictions in zip(names, ranked):
+                    if predictions is not None:
                         printer.add(shown[path], predictions)
             if bar is not None:
                 bar.update(len(chunk))

@@ -2,9 +2,9 @@
 
 A checkpoint is one `torch.save` file holding the model, optimizer, scheduler, gradient scaler and EMA
 states, every random-number generator (Python, numpy, torch CPU and CUDA, the augmentation generators)
-and the position in the data (epoch, step inside the epoch, global step). It is written to a temporary
-file beside the target, flushed to disk, then renamed over the target with `os.replace`, so a run killed
-at any moment leaves either the previous checkpoint or the new one, never half a file.
+and the position in the data (epoch, step inside the epoch, global step). It is written through
+`efficientformer.fileio` (a temporary file beside the target, flushed to disk, then renamed over it), so a
+run killed at any moment leaves either the previous checkpoint or the new one, never half a file.
 """
 
 from __future__ import annotations
@@ -12,38 +12,27 @@ from __future__ import annotations
 import io
 import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from .. import fileio
 from ..errors import CheckpointError
 
 LAST = "last.pt"
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write `data` to `path` through a temporary file and `os.replace` (all or nothing)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    """Write `data` to `path` all or nothing (`efficientformer.fileio`: temporary file, fsync, `os.replace`;
+    the file gets the umask's mode like any other the library writes, not `mkstemp`'s 0600)."""
+    fileio.write_bytes(path, data)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """`atomic_write_bytes` for UTF-8 text."""
-    atomic_write_bytes(path, text.encode("utf-8"))
+    fileio.write_text(path, text)
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
@@ -100,10 +89,13 @@ def load_checkpoint_file(path: str | os.PathLike, map_location: str | torch.devi
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}; give a file written by `efficientformer train` "
                               "(OUTPUT/last.pt) or the run's output folder.")
+    from ..checkpoints import check_archive, load_error
+
+    check_archive(path)  # a zip declaring gigabytes is refused before torch allocates them
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure means the same thing here
-        raise CheckpointError(f"{path} is not a readable training checkpoint ({err}).") from None
+    except Exception as err:  # noqa: BLE001 - one sentence, never torch's advice to use weights_only=False
+        raise load_error(path, err, "training checkpoint") from None
     if not isinstance(state, dict) or "model" not in state or "global_step" not in state:
         raise CheckpointError(f"{path} is not a training checkpoint of `efficientformer train` (no model/step).")
     return state

@@ -10,12 +10,14 @@ Sources (`load_dataset`):
 * an image folder: one sub-folder per class (`root/cat/1.png`, `root/dog/2.jpg`);
   `root/train` and `root/val` (or `validation`/`test`) are used as the splits when present;
 * a CSV file of `path,label` rows (an optional header row `path,label`; paths relative to the CSV;
-  labels either class indices or class names);
+  labels either class indices or class names, not a mix; an empty label, two spellings of one name that
+  differ only in spaces, or indices that leave classes without rows are refused before training);
 * MNIST-style IDX files (`train-images-idx3-ubyte[.gz]`, `t10k-images-idx3-ubyte[.gz]` and their
   label files), for example Fashion-MNIST from the Debian package `dataset-fashion-mnist`;
 * a Hugging Face `datasets` dataset: `hf:NAME` or `hf:NAME:CONFIG` (needs `pip install datasets`).
 
-Bad data gets an `InputError` that names the file: unreadable images, labels out of range, empty folders.
+Bad data gets an `InputError` that names the file: unreadable images (decompression bombs included), labels
+out of range, empty folders, fewer than 2 classes to train on. The classes found are printed on stderr.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import csv
 import gzip
 import os
 import struct
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -32,9 +35,11 @@ import numpy as np
 import torch
 
 from ..errors import InputError, require
+from ..image_io import image_suffixes, open_lazily
 from ..resize import usable_cores
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")  # named in
+# messages; a folder search takes every extension Pillow decodes (`image_io.image_suffixes`, .jfif included)
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                          "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 _VAL_FOLDER_NAMES = ("val", "validation", "valid", "test")
@@ -76,10 +81,12 @@ def read_image_file(path: str | os.PathLike, size: int, channels: int, resample:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as image:
+        with open_lazily(path) as image:
             image.load()
             return pil_to_tensor(image, size, channels, resample)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+    except InputError as err:  # above the decompression-bomb limit: the message names the file
+        raise InputError(f"cannot read image: {err}") from None
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as err:
         raise InputError(f"cannot read image {path} ({type(err).__name__}: {err}); fix or remove that file.") from None
 
 
@@ -88,9 +95,11 @@ def check_image_header(path: str | os.PathLike) -> None:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path):
+        with open_lazily(path):
             pass
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+    except InputError as err:  # above the decompression-bomb limit: the message names the file
+        raise InputError(f"cannot read image: {err}") from None
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as err:
         raise InputError(f"cannot read image {path} ({type(err).__name__}: {err}); fix or remove that file.") from None
 
 
@@ -308,7 +317,24 @@ def load_idx(folder: str | os.PathLike, split: str = "train", size: int | None =
 
 # --------------------------------------------------------------------------------- folders and CSV
 def _is_image(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+    return path.is_file() and path.suffix.lower() in image_suffixes() and not path.name.startswith(".")
+
+
+def _same_but_spaces(names, where) -> None:
+    """Refuse two class names that differ only in spaces ("Coffee" and "Coffee "): a typo, not two classes.
+
+    Args:
+        names: the raw names.
+        where: name -> where it was seen, for the message.
+    """
+    by_key: dict[str, str] = {}
+    for name in names:
+        key = " ".join(name.split())
+        if key in by_key and by_key[key] != name:
+            other = by_key[key]
+            raise InputError(f"the labels {other!r} ({where(other)}) and {name!r} ({where(name)}) differ only in "
+                             "spaces; write them the same way (or they would train as two classes).")
+        by_key[key] = name
 
 
 def scan_image_folder(root: str | os.PathLike) -> tuple[list[str], list[int], list[str]]:
@@ -323,11 +349,12 @@ def scan_image_folder(root: str | os.PathLike) -> tuple[list[str], list[int], li
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not classes:
         raise InputError(f"{root} has no class sub-folders; put the images of each class in root/<class name>/.")
+    _same_but_spaces(classes, lambda name: f"folder {root / name}")
     paths, labels = [], []
     for label, name in enumerate(classes):
         files = sorted(p for p in (root / name).rglob("*") if _is_image(p))
         if not files:
-            raise InputError(f"class folder {root / name} holds no images ({', '.join(IMAGE_EXTENSIONS)}); "
+            raise InputError(f"class folder {root / name} holds no images ({', '.join(IMAGE_EXTENSIONS)}, ...); "
                              "add images or remove the folder.")
         paths += [str(p) for p in files]
         labels += [label] * len(files)
@@ -338,11 +365,14 @@ def read_csv_labels(path: str | os.PathLike, class_names: Sequence[str] | None =
                     num_classes: int | None = None) -> tuple[list[str], list[int], list[str]]:
     """Files, labels and class names from a CSV of `path,label` rows.
 
-    Labels are class indices (then `num_classes` or the largest index + 1 gives the class count) or
-    class names (sorted, unless `class_names` gives the order). Relative paths are relative to the CSV.
+    Labels are class indices (then `class_names`, `num_classes` or the largest index + 1 gives the class count,
+    and without `class_names` / `num_classes` every index up to the largest must have rows) or class names
+    (sorted, unless `class_names` gives the order; spaces around a name are dropped). Relative paths are
+    relative to the CSV. The optional header row is `path,label`.
 
     Raises:
-        InputError: a row without two fields, a missing file, or a label out of range, naming the row.
+        InputError: a row without two fields, an empty label, indices mixed with names, two names that differ
+            only in spaces, a missing file, a label out of range, or classes without rows, naming the row.
     """
     path = Path(path)
     if not path.is_file():
@@ -352,15 +382,24 @@ def read_csv_labels(path: str | os.PathLike, class_names: Sequence[str] | None =
         for line_no, row in enumerate(csv.reader(handle), start=1):
             if not row or all(not cell.strip() for cell in row):
                 continue
-            if line_no == 1 and [c.strip().lower() for c in row[:2]] == ["path", "label"]:
+            if not rows and [c.strip().lower() for c in row[:2]] == ["path", "label"]:
                 continue
             if len(row) < 2:
                 raise InputError(f"{path} line {line_no}: expected 'path,label', got {row!r}.")
-            rows.append((line_no, row[0].strip(), row[1].strip()))
+            if not row[1].strip():
+                raise InputError(f"{path} line {line_no}: the label is empty; give every row a class name or index.")
+            rows.append((line_no, row[0].strip(), row[1]))
     if not rows:
         raise InputError(f"{path} lists no images; add 'path,label' rows.")
-    numeric = all(label.lstrip("-").isdigit() for _, _, label in rows)
-    if numeric:
+    is_index = [label.strip().lstrip("-").isdigit() for _, _, label in rows]
+    if any(is_index) and not all(is_index):
+        index_row = rows[is_index.index(True)]
+        name_row = rows[is_index.index(False)]
+        hint = " (if line 1 is a header, name its columns path,label)" if name_row[0] == 1 else ""
+        raise InputError(f"{path}: line {index_row[0]} has the class index {index_row[2].strip()!r} but line "
+                         f"{name_row[0]} the class name {name_row[2].strip()!r}; use indices or names throughout"
+                         f"{hint}.")
+    if all(is_index):
         values = [int(label) for _, _, label in rows]
         count = len(class_names) if class_names else (num_classes or max(values) + 1)
         names = list(class_names) if class_names else [str(i) for i in range(count)]
@@ -368,20 +407,32 @@ def read_csv_labels(path: str | os.PathLike, class_names: Sequence[str] | None =
             if not 0 <= value < count:
                 raise InputError(f"{path} line {line_no}: label {value} is out of range; there are {count} classes "
                                  f"(0..{count - 1}).")
+        unused = sorted(set(range(count)) - set(values))
+        if unused and not class_names and not num_classes:
+            listed = ", ".join(map(str, unused[:5])) + (", ..." if len(unused) > 5 else "")
+            raise InputError(f"{path}: the labels are class indices up to {count - 1}, but {len(unused)} of those "
+                             f"classes have no rows ({listed}); fix the labels that are out of place, or use "
+                             "class names.")
         labels = values
     else:
-        names = list(class_names) if class_names else sorted({label for _, _, label in rows})
+        first_line = {}
+        for line_no, _, label in rows:
+            first_line.setdefault(label, line_no)
+        _same_but_spaces(list(first_line), lambda name: f"line {first_line[name]}")
+        found = sorted({label.strip() for _, _, label in rows})
+        names = list(class_names) if class_names else found
         index = {name: i for i, name in enumerate(names)}
         labels = []
         for line_no, _, label in rows:
-            if label not in index:
-                raise InputError(f"{path} line {line_no}: label {label!r} is not one of the classes {names}.")
-            labels.append(index[label])
+            if label.strip() not in index:
+                raise InputError(f"{path} line {line_no}: label {label.strip()!r} is not one of the classes {names}.")
+            labels.append(index[label.strip()])
     paths = []
     for line_no, file, _ in rows:
         full = Path(file) if os.path.isabs(file) else path.parent / file
         if not full.is_file():
-            raise InputError(f"{path} line {line_no}: image {full} does not exist.")
+            hint = " (if line 1 is a header, name its columns path,label)" if line_no == 1 else ""
+            raise InputError(f"{path} line {line_no}: image {full} does not exist{hint}.")
         paths.append(str(full))
     return paths, labels, names
 
@@ -427,6 +478,7 @@ def load_dataset(source: str | os.PathLike, split: str = "train", spec: DataSpec
         if path.suffix.lower() != ".csv":
             raise InputError(f"{path} is a file but not a .csv; give a CSV of path,label rows or a folder.")
         paths, labels, names = read_csv_labels(path, class_names)
+        _check_found_classes(names, labels, str(path), split, class_names)
         dataset = FileImageDataset(paths, labels, names, spec.size, spec.channels, spec.resample, source=str(path))
     elif is_idx_folder(path):
         return load_idx(path, split, spec.size, spec.channels, spec.resample, class_names)
@@ -436,8 +488,22 @@ def load_dataset(source: str | os.PathLike, split: str = "train", spec: DataSpec
         if class_names is not None:
             names = _reorder(names, class_names, sub)
             labels = [list(class_names).index(scan) for scan in (_name_of(p, sub) for p in paths)]
+        _check_found_classes(names, labels, str(sub), split, class_names)
         dataset = FileImageDataset(paths, labels, names, spec.size, spec.channels, spec.resample, source=str(sub))
     return dataset.load_all() if spec.in_memory else dataset
+
+
+def _check_found_classes(names: list[str], labels: list[int], source: str, split: str,
+                         given: Sequence[str] | None) -> None:
+    """Before any decoding: a training set needs 2 classes; the classes found are shown (stderr, rank 0)."""
+    if given is None and split == "train" and len(names) < 2:
+        raise InputError(f"{source} has {len(names)} class ({names}); a classifier needs at least 2, so give the "
+                         "images of each class their own folder or label.")
+    if given is None and int(os.environ.get("RANK", "0")) == 0:
+        counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(names))
+        shown = ", ".join(f"{name!r} ({int(n)})" for name, n in zip(names[:20], counts))
+        more = f", and {len(names) - 20} more" if len(names) > 20 else ""
+        print(f"{len(names)} classes in {source}: {shown}{more}", file=sys.stderr)
 
 
 def _name_of(file: str, root: Path) -> str:

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .checkpoint import atomic_write_bytes, atomic_write_text
+from ..fileio import write_bytes, write_text
 
 PALETTE = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189))
 
@@ -38,14 +38,16 @@ class MetricsLog:
         if enabled:
             self.folder.mkdir(parents=True, exist_ok=True)
             if self.path.is_file():
-                self.records = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+                self.records = _read_records(self.path)
+                if not self.path.read_bytes().endswith(b"\n"):  # cut short by a kill: appending would glue lines
+                    write_text(self.path, "".join(json.dumps(r) + "\n" for r in self.records))
 
     def truncate(self, step: int) -> None:
         """Keep only records with `step` <= the given global step (used when resuming)."""
         if not self.enabled:
             return
         self.records = [r for r in self.records if r.get("step", 0) <= step]
-        atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in self.records))
+        write_text(self.path, "".join(json.dumps(r) + "\n" for r in self.records))
 
     def reset(self) -> None:
         """Start a fresh log (a new run in an existing folder)."""
@@ -58,6 +60,8 @@ class MetricsLog:
         if not self.enabled:
             return
         self.records.append(record)
+        # appended, not rewritten (the log grows with the run); a kill mid-line leaves a partial last
+        # line, which `_read_records` drops and the resume's `truncate` rewrites away
         with open(self.path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
 
@@ -75,10 +79,27 @@ class MetricsLog:
             writer = csv.DictWriter(buffer, fieldnames=fields, extrasaction="ignore")
             writer.writeheader()
             writer.writerows(rows)
-            atomic_write_text(self.folder / "epochs.csv", buffer.getvalue())
+            write_text(self.folder / "epochs.csv", buffer.getvalue())
         steps = [r for r in self.records if r.get("kind") == "train"]
         if steps or rows:
             plot_curves(steps, rows, self.folder / "curves.png")
+
+
+def _read_records(path: Path) -> list[dict[str, Any]]:
+    """The records of a metrics.jsonl; a last line cut short by a kill is dropped, damage elsewhere is an error."""
+    lines = [line for line in path.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
+    records = []
+    for number, line in enumerate(lines, 1):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number == len(lines):
+                break
+            from ..errors import CheckpointError
+
+            raise CheckpointError(f"{path} line {number} is not JSON; delete the file (the run's metrics "
+                                  "restart) or repair that line.") from None
+    return records
 
 
 def _field_order(name: str) -> tuple[int, str]:
@@ -154,7 +175,7 @@ def plot_curves(steps: Sequence[dict], epochs: Sequence[dict], path: str | os.Pa
     _panel(draw, (680, 50, 1160, 400), "accuracy (x: epoch)", acc_series)
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
-    atomic_write_bytes(path, buffer.getvalue())
+    write_bytes(path, buffer.getvalue())
 
 
 def confusion_matrix(predictions: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
@@ -198,4 +219,4 @@ def draw_confusion_matrix(matrix: np.ndarray, class_names: Sequence[str], path: 
                       font=font)
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
-    atomic_write_bytes(path, buffer.getvalue())
+    write_bytes(path, buffer.getvalue())

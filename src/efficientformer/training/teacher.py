@@ -32,7 +32,7 @@ def load_teacher(spec: str, num_labels: int, device: torch.device | str = "cpu")
         if path:
             model = timm.create_model(name, pretrained=False, num_classes=num_labels)
             try:
-                model.load_state_dict(_read_state_dict(path))
+                model.load_state_dict(_read_state_dict(path, model.state_dict()))
             except RuntimeError as err:
                 detail = str(err).splitlines()[1].strip() if "\n" in str(err) else str(err)
                 raise ConfigError(f"the teacher checkpoint {path} does not fit timm's {name} with {num_labels} "
@@ -69,13 +69,17 @@ def freeze(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
-def _read_state_dict(path: str) -> dict[str, torch.Tensor]:
-    if path.endswith(".safetensors"):
-        from safetensors.torch import load_file
+def _read_state_dict(path: str, own: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The tensors of a timm checkpoint for a model whose state dict is `own`, read as every weights file is:
+    no pickled code runs, and a zip bomb, a NaN tensor (it would make every loss NaN) or an integer tensor
+    where the model has a float weight (load_state_dict would cast it silently) is refused in one sentence."""
+    from ..checkpoints import check_tensors, read_state_dict
+    from ..errors import CheckpointError
 
-        return load_file(path)
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    for key in ("state_dict", "model", "state_dict_ema"):
-        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
-            return state[key]
+    state = read_state_dict(path)
+    check_tensors(state, source=path, efficientformer=False)
+    for key, tensor in state.items():
+        if key in own and own[key].is_floating_point() and not tensor.is_floating_point():
+            raise CheckpointError(f"{path}: {key} is stored as {str(tensor.dtype).replace('torch.', '')} but the "
+                                  "model's weight is floating point; the file is corrupt or was altered.")
     return state

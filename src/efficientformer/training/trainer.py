@@ -271,6 +271,13 @@ def _train(cfg: TrainConfig, ctx: DistContext, teacher, model, on_step, started:
     accum = {"loss": 0.0, "correct": 0.0, "seen": 0.0}
     window = torch.zeros(3, device=device)  # loss sum, correct, seen (since the last log line)
     if state is not None:
+        from ..checkpoints import state_dict_mismatch
+        from ..errors import CheckpointError
+
+        mismatch = state_dict_mismatch(model.state_dict(), state["model"])
+        if mismatch:  # else load_state_dict raises a RuntimeError listing every key
+            raise CheckpointError(f"{resume_path} was written for another model ({mismatch}); resume with the "
+                                  "settings it was trained with, start a new --output, or drop --resume.")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
@@ -423,23 +430,26 @@ def _train(cfg: TrainConfig, ctx: DistContext, teacher, model, on_step, started:
 
 
 def export_model(model: torch.nn.Module, folder: str | os.PathLike, processor: dict[str, Any]) -> None:
-    """Write config.json, model.safetensors and preprocessor_config.json (transformers' layout) to `folder`."""
+    """Write config.json, model.safetensors and preprocessor_config.json (transformers' layout) to `folder`,
+    atomically (the folder is swapped in whole)."""
     import importlib.util
 
     if importlib.util.find_spec("efficientformer.processing") is not None:
         model.save_pretrained(str(folder), processor=processor)
         return
-    from safetensors.torch import save_file  # the image processor module is missing: write the files here
+    # the image processor module is missing: write the files here
+    from safetensors.torch import save_file
 
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    from ..fileio import write_folder
+
     config = model.config.copy()
     config.extra["architectures"] = [type(model).__name__]
-    config.save_pretrained(folder)
-    save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()},
-              str(folder / "model.safetensors"), metadata={"format": "pt"})
     settings = {"image_processor_type": "EfficientFormerImageProcessor", **processor}
-    ckpt.atomic_write_text(folder / "preprocessor_config.json", json.dumps(settings, indent=2) + "\n")
+    with write_folder(folder) as tmp:  # swapped in whole, as save_pretrained does: never a half-written model
+        config.save_pretrained(tmp)
+        save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()},
+                  str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        ckpt.atomic_write_text(tmp / "preprocessor_config.json", json.dumps(settings, indent=2) + "\n")
 
 
 def _eval(model, dataset, cfg: TrainConfig, mean, std, channels, ctx) -> EvalResult:
