@@ -24,7 +24,7 @@ import PIL
 from PIL import Image
 
 from efficientformer import EfficientFormerImageProcessor
-from efficientformer.resize import default_threads
+from efficientformer.preprocessing.resize import default_threads
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT.parent / "shared" / "fixtures"
@@ -40,7 +40,7 @@ NOTES = """How to read this:
   ratio is the figure to compare. On an idle machine the two agree.
 - "ours" reproduces transformers' numbers exactly (max difference 0). The bicubic resize is Pillow's arithmetic
   (22-bit fixed-point weights, 8-bit intermediate, Pillow's order of passes) done as banded float64 matrix
-  products in numpy, where every sum is exact, for the cropped samples only (`efficientformer.resample`;
+  products in numpy, where every sum is exact, for the cropped samples only (`efficientformer.preprocessing.resample`;
   tests compare it with Pillow bit for bit on hundreds of sizes); crop, rescale and normalize are one table
   lookup per channel computed with transformers' own float64/float32 arithmetic, written straight into the
   channels-first output.
@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         lines += ["", f"max |ours - transformers| = {np.abs(a - b).max():.3g}"]
         share = cpu_ms["Pillow resize alone"] / cpu_ms["transformers"]
         lines += ["", f"Pillow's resize is {share:.0%} of transformers' CPU time; ours computes the same bytes without it "
-                      "(`efficientformer.resample`)."]
+                      "(`efficientformer.preprocessing.resample`)."]
     report = "\n".join(lines)
     print(report)
     if args.write:

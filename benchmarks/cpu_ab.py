@@ -2,8 +2,8 @@
 of 4 rounds (for a shared machine). Usage: python benchmarks/cpu_ab.py"""
 import torch, time
 torch.set_num_threads(2)
-from efficientformer.bench import build_model, timm_twin, tune_cpu_allocator
-from efficientformer.inference import optimize
+from efficientformer.benchmarking import build_model, timm_twin, tune_cpu_allocator
+from efficientformer.deploy.optimize import optimize
 tune_cpu_allocator()
 m = build_model('l1'); t = timm_twin(m)
 x32 = torch.randn(32,3,224,224); x1 = torch.randn(1,3,224,224)

@@ -10,7 +10,7 @@ import json
 
 import torch
 
-from efficientformer.bench import (
+from efficientformer.benchmarking import (
                      environment,
                      format_table,
                      rows_as_dicts,
@@ -27,11 +27,11 @@ parser.add_argument("--tune-malloc", type=int, default=1)
 args = parser.parse_args()
 torch.set_num_threads(args.threads)
 if args.tune_malloc:
-    from efficientformer.bench import tune_cpu_allocator
+    from efficientformer.benchmarking import tune_cpu_allocator
 
     print("mallopt tuned:", tune_cpu_allocator())
 TIMM_EXTRA = {"compile": (False, "default", False)}
-from efficientformer import bench
+from efficientformer import benchmarking as bench
 
 bench.TIMM_MODES.update(TIMM_EXTRA)
 rows = run_benchmark("l1", device="cpu", batch_size=32, dtype="fp32", modes=args.modes.split(","),

@@ -9,8 +9,9 @@ rows measured so far, written after every part):
            case), a profile of ours at batch 256, ours in fp16 and ours without the Triton kernel at 256
   l3, l7   batch 256
   tests    pytest tests/test_optimize_gpu.py (the `gpu` tests)
-  tune     the Meta4D kernel's tiles timed on this GPU, then L1 batch 256 with optimize() defaults against
-           those tiles and timm's best mode
+  tune     the Meta4D kernel's variants (exact column groups, tanh-form GELU) and tiles timed on this GPU,
+           then L1 at batch 256, 1 and 8: optimize() defaults against each variant and timm's best mode
+  kernel   pytest -k triton of tests/test_optimize_gpu.py (the kernel's correctness tests alone)
 
     PYTHONPATH=src python benchmarks/gpu_bench.py --parts ceil,l1,l3,l7,tests
     # JSON (dated) and log go to $OUT (or --out); copy them into benchmarks/results/
@@ -27,7 +28,7 @@ import time
 
 import torch
 
-from efficientformer.bench import (
+from efficientformer.benchmarking import (
     _timm_runner,
     build_model,
     environment,
@@ -36,7 +37,7 @@ from efficientformer.bench import (
     time_call,
     timm_twin,
 )
-from efficientformer.inference import optimize
+from efficientformer.deploy.optimize import optimize
 
 STARTED = time.perf_counter()
 
@@ -128,91 +129,142 @@ def compare(name: str, batches: list[int], min_time: float, extra_modes: dict | 
     return result
 
 
-TILE_CANDIDATES = {  # (padded channels, hidden) -> (BLOCK_M, BLOCK_H, num_warps, num_stages) to try
-    (64, 192): [(64, 32, 4, 2), (64, 64, 4, 3), (128, 64, 8, 3), (128, 32, 4, 3), (128, 64, 4, 2), (64, 32, 4, 3),
-                (32, 64, 4, 2), (32, 32, 2, 2), (64, 64, 2, 2), (128, 32, 8, 2), (256, 64, 8, 2)],
-    (128, 384): [(64, 64, 4, 3), (64, 128, 4, 2), (128, 64, 8, 3), (64, 32, 4, 3), (128, 128, 8, 2), (32, 64, 4, 2),
-                 (64, 64, 8, 2), (128, 64, 4, 2), (32, 128, 4, 2)],
+TILE_CANDIDATES = {  # channels -> (BLOCK_M, BLOCK_H, num_warps, num_stages) to try at batch 256
+    48: [(64, 32, 4, 2), (64, 64, 4, 3), (64, 32, 4, 3), (128, 32, 4, 2), (128, 64, 8, 2), (32, 32, 2, 2),
+         (128, 32, 8, 3)],
+    96: [(64, 64, 4, 3), (64, 32, 4, 3), (128, 64, 8, 3), (32, 64, 4, 2), (64, 64, 4, 2), (128, 32, 8, 2)],
 }
+SMALL_CANDIDATES = [(16, 32, 2, 2), (16, 64, 4, 2), (32, 32, 4, 2), (32, 64, 4, 2), (64, 32, 4, 2)]  # batch 1
+KERNEL_VARIANTS = {"padded": (False, False), "split": (True, False), "fast-gelu": (False, True),
+                   "split+fast-gelu": (True, True)}  # label -> (SPLIT_CHANNELS, FAST_GELU)
+
+
+def _set_variant(kernels, label: str, tiles: dict | None = None, small: dict | None = None) -> None:
+    kernels.SPLIT_CHANNELS, kernels.FAST_GELU = KERNEL_VARIANTS[label]
+    if tiles is not None:
+        kernels.TUNED.clear()
+        kernels.TUNED.update(tiles)
+    if small is not None:
+        kernels.TUNED_SMALL.clear()
+        kernels.TUNED_SMALL.update(small)
+
+
+def _time_tiles(kernels, block, x, ref, configs, min_time, label, out) -> tuple | None:
+    """The fastest of `configs` for one block and input (error against PyTorch under 1e-2), all logged."""
+    dev = x.device
+    w1t, _, w2t, _ = kernels.prepare_weights(block.w1, block.b1, block.w2, block.b2)
+    best = None
+    for cfg in configs:
+        try:
+            run = lambda: kernels.launch(x, block.mix_scale.view(-1), w1t, block.b1, w2t, block.b2, 0, 3, cfg)
+            err = rel(run(), ref)
+            seconds = time_call(run, dev, min_time=min_time)
+        except Exception as err_:  # out of shared memory or registers for this tile
+            log(f"tile {label} {cfg} failed: {type(err_).__name__}: {str(err_)[:100]}")
+            continue
+        key = (int(w1t.shape[0]), int(w1t.shape[1]))
+        out["timings"].append({"variant": label, "batch": x.shape[0], "key": key, "config": cfg,
+                               "us": seconds * 1e6, "rel_err": err})
+        log(f"tile {label} b={x.shape[0]} {key} {cfg}: {seconds * 1e6:.1f} us err {err:.1e}")
+        if err < 1e-2 and (best is None or seconds < best[0]):
+            best = (seconds, cfg, key)
+    return best
 
 
 def tune_tiles(min_time: float) -> dict:
-    """Time the Meta4D kernel's tile configurations for L1's 48- and 96-wide blocks at batch 256 on this GPU;
-    returns every timing and the best configuration of each shape (error against PyTorch under 1e-2)."""
-    from efficientformer import kernels
-    from efficientformer.inference import FusedMeta4D, fuse
+    """Each kernel variant's tiles for L1's 48- and 96-wide blocks at batch 256 on this GPU, then small tiles
+    at batch 1 for the fastest variant. Returns every timing and, per variant, its best tiles and total time."""
+    from efficientformer.deploy import kernels
+    from efficientformer.deploy.optimize import FusedMeta4D, fuse
 
     dev = torch.device("cuda")
+    defaults = (kernels.SPLIT_CHANNELS, kernels.FAST_GELU)
     fused = fuse(build_model("l1")).to(dev, torch.bfloat16).to(memory_format=torch.channels_last)
-    sizes, seen, out = {48: 56, 96: 28}, set(), {"timings": [], "best": {}}
+    blocks = {}
     for block in fused.convs:
-        if not isinstance(block, FusedMeta4D):
-            continue
-        c, hid = block.w1.shape[1], block.w1.shape[0]
-        shape = (kernels.padded(c), hid)
-        if shape not in TILE_CANDIDATES or shape in seen:
-            continue
-        seen.add(shape)
-        x = torch.randn(256, c, sizes[c], sizes[c], device=dev, dtype=torch.bfloat16)
-        x = x.contiguous(memory_format=torch.channels_last)
-        with torch.no_grad():
-            ref = block(x).float()
-            w1t, _, w2t, _ = kernels.prepare_weights(block.w1, block.b1, block.w2, block.b2)
-            best = None
-            for cfg in TILE_CANDIDATES[shape]:
-                try:
-                    run = lambda: kernels.launch(x, block.mix_scale.view(-1), w1t, block.b1, w2t, block.b2, 0, 3, cfg)
-                    err = rel(run(), ref)
-                    seconds = time_call(run, dev, min_time=min_time)
-                except Exception as err_:  # out of shared memory or registers for this tile
-                    log(f"tile {shape} {cfg} failed: {type(err_).__name__}: {str(err_)[:100]}")
-                    continue
-                out["timings"].append({"shape": shape, "config": cfg, "us": seconds * 1e6, "rel_err": err})
-                log(f"tile {shape} {cfg}: {seconds * 1e6:.1f} us err {err:.1e}")
-                if err < 1e-2 and (best is None or seconds < best[0]):
-                    best = (seconds, cfg)
-        if best:
-            out["best"][str(shape)] = {"config": best[1], "us": best[0] * 1e6}
+        if isinstance(block, FusedMeta4D) and block.w1.shape[1] in TILE_CANDIDATES:
+            blocks.setdefault(block.w1.shape[1], block)
+    sizes, out = {48: 56, 96: 28}, {"timings": [], "variants": {}}
+    inputs = {(c, b): torch.randn(b, c, sizes[c], sizes[c], device=dev, dtype=torch.bfloat16).contiguous(
+        memory_format=torch.channels_last) for c in blocks for b in (256, 1)}
+    with torch.no_grad():
+        refs = {k: blocks[k[0]].float()(v.float()).float() for k, v in inputs.items()}
+        for block in blocks.values():
+            block.to(torch.bfloat16)
+        for label in KERNEL_VARIANTS:
+            _set_variant(kernels, label)
+            tiles, total = [], 0.0  # [(width, hidden), tile] pairs: JSON has no tuple keys
+            for c, block in blocks.items():
+                best = _time_tiles(kernels, block, inputs[(c, 256)], refs[(c, 256)], TILE_CANDIDATES[c], min_time,
+                                   label, out)
+                if best is None:
+                    break
+                tiles.append([best[2], best[1]])
+                total += best[0] * {48: 3, 96: 2}[c]  # L1: 3 blocks of 48 channels, 2 of 96
+            else:
+                out["variants"][label] = {"tiles": tiles, "l1_stage12_us": total * 1e6}
+                log(f"variant {label}: stages 1-2 {total * 1e6:.0f} us with {tiles}")
+        fastest = min(out["variants"], key=lambda k: out["variants"][k]["l1_stage12_us"])
+        _set_variant(kernels, fastest)
+        small = []
+        for c, block in blocks.items():
+            best = _time_tiles(kernels, block, inputs[(c, 1)], refs[(c, 1)], SMALL_CANDIDATES, min_time, fastest, out)
+            if best:
+                small.append([best[2], best[1]])
+        out["fastest"], out["small_tiles"] = fastest, small
+    kernels.SPLIT_CHANNELS, kernels.FAST_GELU = defaults
     return out
 
 
 def variants(min_time: float, tuned: dict) -> dict:
-    """L1 batch 256: optimize() defaults against the tiles tuned on this GPU, and timm's best mode, in one process."""
-    from efficientformer import kernels
+    """L1 in one process: optimize() defaults against each kernel variant with its tuned tiles (batch 256), the
+    fastest variant with the kernel at every batch size (batch 1 and 8), and timm's best mode at each."""
+    from efficientformer.deploy import kernels
 
     dev, bf16 = torch.device("cuda"), torch.bfloat16
     model = build_model("l1")
     ref_model = build_model("l1").to(dev)
-    x = torch.randn(256, 3, 224, 224, generator=torch.Generator().manual_seed(1)).to(dev)
+    gen = torch.Generator().manual_seed(1)
+    xs = {b: torch.randn(b, 3, 224, 224, generator=gen).to(dev) for b in (256, 1, 8)}
     with torch.no_grad():
-        ref = torch.cat([ref_model(c).logits for c in x.split(64)])
+        refs = {b: torch.cat([ref_model(c).logits for c in x.split(64)]) for b, x in xs.items()}
     del ref_model
-    old_tiles = dict(kernels.TUNED)
-    new_tiles = {**old_tiles, **{tuple(int(v) for v in k.strip("()").split(",")): tuple(b["config"])
-                                 for k, b in tuned.get("best", {}).items()}}
-    # (The 2026-12-01 run also tried the stem's first conv on NCHW images: 56,127 img/s against 58,171 for the
-    # defaults, so that option was removed again.)
-    plans = [("default", {}, old_tiles), ("h200-tiles", {}, new_tiles)]
-    out: dict = {"tiles": {str(k): v for k, v in new_tiles.items()}, "rows": {}}
-    for label, kwargs, tiles in plans:
-        kernels.TUNED.clear()
-        kernels.TUNED.update(tiles)
-        fast = optimize(model, device="cuda", **kwargs)
-        with torch.no_grad():
-            err = rel(fast(x), ref)
-            seconds = time_call(lambda: fast(x), dev, min_time=min_time)
-        out["rows"][label] = {"img_s": 256 / seconds, "rel_err": err}
-        log(f"variant {label}: {256 / seconds:,.0f} img/s err {err:.1e}")
+    old_tiles, old_small = dict(kernels.TUNED), dict(kernels.TUNED_SMALL)
+    defaults = (kernels.SPLIT_CHANNELS, kernels.FAST_GELU)
+    out: dict = {"rows": {}}
+
+    def measure(label: str, fast, batches) -> None:
+        for batch in batches:
+            with torch.no_grad():
+                err = rel(fast(xs[batch]), refs[batch])
+                seconds = time_call(lambda: fast(xs[batch]), dev, min_time=min_time)
+            out["rows"][f"{label} b={batch}"] = {"ms": seconds * 1e3, "img_s": batch / seconds, "rel_err": err}
+            log(f"{label} b={batch}: {seconds * 1e3:.3f} ms ({batch / seconds:,.0f} img/s) err {err:.1e}")
+
+    plans = [("old kernel", "padded", old_tiles)] + [
+        (label, label, {**old_tiles, **{tuple(k): tuple(v) for k, v in row["tiles"]}})
+        for label, row in tuned.get("variants", {}).items()]
+    for label, variant, tiles in plans:
+        _set_variant(kernels, variant, tiles, old_small)
+        fast = optimize(model, device="cuda")
+        measure(label, fast, [256] + ([1, 8] if label == "old kernel" else []))
         del fast
         torch.cuda.empty_cache()
-    kernels.TUNED.clear()
-    kernels.TUNED.update(old_tiles)
+    best = tuned.get("fastest")
+    if best:
+        tiles = next(t for lab, _, t in plans if lab == best)
+        _set_variant(kernels, best, tiles, {**old_small, **{tuple(k): tuple(v) for k, v in tuned.get("small_tiles", [])}})
+        fast = optimize(model, device="cuda")
+        for block in fast.fused.convs:
+            if getattr(block, "triton", False):
+                block.triton_min_rows = 0
+        measure(f"{best} at every batch", fast, [1, 8])
+        del fast
+        torch.cuda.empty_cache()
+    _set_variant(kernels, "padded", old_tiles, old_small)
+    kernels.SPLIT_CHANNELS, kernels.FAST_GELU = defaults
     timm_run = _timm_runner(timm_twin(model), "compile+cl+graphs", dev, bf16, 224)
-    with torch.no_grad():
-        err = rel(timm_run(x), ref)
-        seconds = time_call(lambda: timm_run(x), dev, min_time=min_time)
-    out["rows"]["timm compile+cl+graphs"] = {"img_s": 256 / seconds, "rel_err": err}
-    log(f"timm: {256 / seconds:,.0f} img/s err {err:.1e}")
+    measure("timm compile+cl+graphs", timm_run, [256, 1, 8])
     return out
 
 
@@ -249,10 +301,17 @@ def main() -> int:
                 results["l1"] = compare("l1", [256, 1, 8, 32], args.min_time, profile=True, extra_modes={
                     "fp16": {"dtype": "fp16"}, "no-triton": {"kernels": None}})
             elif part == "tune":
-                results["tiles"] = tune_tiles(0.3)
+                results["tiles"] = tune_tiles(0.2)
+                save()
                 results["variants"] = variants(args.min_time, results["tiles"])
             elif part in ("l3", "l7"):
                 results[part] = compare(part, [256], args.min_time)
+            elif part == "kernel":
+                proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-k",
+                                       "triton", "tests/test_optimize_gpu.py"], capture_output=True, text=True,
+                                      timeout=240)
+                results["kernel_tests"] = {"rc": proc.returncode, "tail": proc.stdout[-3000:]}
+                log(f"kernel tests rc={proc.returncode}\n{proc.stdout[-1200:]}")
             elif part == "tests":
                 left = max(60, int(args.budget + 50 - (time.perf_counter() - STARTED)))
                 proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rA", "-p", "no:cacheprovider",

@@ -18,13 +18,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from efficientformer.exporters import (
+from efficientformer.deploy.export import (
     compare_tflite,
     export_tflite,
     keras_model_from_torch,
     run_tflite,
 )
-from efficientformer.processing import EfficientFormerImageProcessor
+from efficientformer.preprocessing.processor import EfficientFormerImageProcessor
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--model", required=True)
@@ -35,7 +35,7 @@ args = parser.parse_args()
 
 from PIL import Image
 
-from efficientformer.exporters import load_model
+from efficientformer.deploy.export import load_model
 
 model = load_model(args.model)  # a preset name gives the bench's random but realistic weights
 processor = EfficientFormerImageProcessor.from_pretrained(args.model) if os.path.isdir(args.model) else EfficientFormerImageProcessor()

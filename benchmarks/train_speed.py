@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 def our_l1() -> torch.nn.Module:
     from efficientformer import EfficientFormerConfig
-    from efficientformer.modeling_torch import EfficientFormerForImageClassificationWithTeacher
+    from efficientformer.models.pytorch import EfficientFormerForImageClassificationWithTeacher
 
     return EfficientFormerForImageClassificationWithTeacher(EfficientFormerConfig.from_preset("l1"))
 

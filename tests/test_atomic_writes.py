@@ -13,21 +13,18 @@ import pytest
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("safetensors")
-pytest.importorskip("efficientformer.processing")
 
-from efficientformer import EfficientFormerConfig  # noqa: E402
-from efficientformer.checkpoints import load_checkpoint  # noqa: E402
+from efficientformer.checkpoints.loading import load_checkpoint  # noqa: E402
+from conftest import tiny_config  # noqa: E402
 from efficientformer.cli import main  # noqa: E402
-from efficientformer.modeling_torch import EfficientFormerForImageClassification  # noqa: E402
+from efficientformer.models.pytorch import EfficientFormerForImageClassification  # noqa: E402
 
 needs_fork = pytest.mark.skipif(not hasattr(os, "fork"), reason="the kill test forks a writer process")
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
 def _model(prefix: str, seed: int) -> EfficientFormerForImageClassification:
-    config = EfficientFormerConfig(depths=[1, 1, 1, 1], hidden_sizes=[8, 16, 24, 32], dim=32, key_dim=8,
-                                   num_attention_heads=2, attention_ratio=2, num_meta3d_blocks=1,
-                                   id2label={i: f"{prefix}{i}" for i in range(3)})
+    config = tiny_config("minimal", id2label={i: f"{prefix}{i}" for i in range(3)})
     torch.manual_seed(seed)
     return EfficientFormerForImageClassification(config).eval()
 
@@ -165,7 +162,6 @@ def test_saved_model_files_follow_the_umask_not_0600(tmp_path, models):
 
 
 def test_trained_model_export_is_atomic_and_clean(tmp_path, models):
-    pytest.importorskip("efficientformer.training")
     from efficientformer.training.trainer import export_model
 
     folder = tmp_path / "out" / "model"

@@ -11,7 +11,7 @@ import pytest
 torch = pytest.importorskip("torch")
 safetensors_torch = pytest.importorskip("safetensors.torch")
 
-from efficientformer.checkpoints import expected_shapes, infer_config, load_checkpoint
+from efficientformer.checkpoints.loading import expected_shapes, infer_config, load_checkpoint
 from efficientformer.config import EfficientFormerConfig
 from efficientformer.errors import CheckpointError
 
@@ -43,7 +43,6 @@ def test_timm_and_original_files_give_the_architecture_and_the_same_tensors(timm
 
 
 def test_timm_hub_folder_brings_label_names_and_preprocessing(timm_small):
-    pytest.importorskip("efficientformer.processing")
     ckpt = load_checkpoint(timm_small / "hub")
     assert ckpt.format == "timm" and ckpt.source.endswith("model.safetensors")
     assert ckpt.config.id2label[0] == "T-shirt/top" and ckpt.config.id2label[9] == "Ankle boot"
@@ -174,7 +173,7 @@ def test_timm_and_original_weights_give_timms_numbers(timm_small, source):
     files give tensor-identical checkpoints (tested above)."""
     import numpy as np
 
-    mt = pytest.importorskip("efficientformer.modeling_torch")
+    from efficientformer.models import pytorch as mt
     expected = np.load(timm_small / "expected.npz")
     model = mt.EfficientFormerForImageClassificationWithTeacher.from_pretrained(timm_small / source)
     pixels = torch.from_numpy(expected["pixel_values"])
@@ -204,7 +203,7 @@ def test_transformers_files_give_transformers_numbers(fixtures_dir, path):
     """A lone weights file (architecture read from the shapes) and a folder give transformers' outputs."""
     import numpy as np
 
-    mt = pytest.importorskip("efficientformer.modeling_torch")
+    from efficientformer.models import pytorch as mt
     expected = np.load(fixtures_dir / path.split("/")[0] / "expected.npz")
     model = mt.EfficientFormerForImageClassificationWithTeacher.from_pretrained(fixtures_dir / path)
     with torch.no_grad():
@@ -307,7 +306,7 @@ def _deflated_copy(src, dst) -> None:
 
 
 def test_a_zip_bomb_is_refused_before_torch_reads_it(tmp_path, monkeypatch):
-    from efficientformer import checkpoints
+    from efficientformer.checkpoints import reading
 
     plain = tmp_path / "plain.pth"
     torch.save({"head.weight": torch.zeros(4 * 2**20)}, plain)  # 16 MiB of zeros deflate to about 16 KiB
@@ -322,7 +321,7 @@ def test_a_zip_bomb_is_refused_before_torch_reads_it(tmp_path, monkeypatch):
     with pytest.raises(CheckpointError, match=r"bomb.pth: entry .*data/0 unpacks .* into 16,777,216, a compression "
                                               "torch.save never writes"):
         load_checkpoint(bomb)
-    monkeypatch.setattr(checkpoints, "MAX_ARCHIVE_BYTES", 2**20)  # the total bound, shown on a real file
+    monkeypatch.setattr(reading, "MAX_ARCHIVE_BYTES", 2**20)  # the total bound, shown on a real file
     with pytest.raises(CheckpointError, match=r"plain.pth declares 16 MiB of data, more than the 1 MiB"):
         load_checkpoint(plain)
 

@@ -9,13 +9,11 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
-pytest.importorskip("efficientformer.modeling_torch")
-pytest.importorskip("efficientformer.processing")
 
-from efficientformer.checkpoints import load_checkpoint, read_state_dict  # noqa: E402
+from efficientformer.checkpoints.loading import load_checkpoint, read_state_dict  # noqa: E402
 from efficientformer.cli import main  # noqa: E402
-from efficientformer.convert import convert  # noqa: E402
-from efficientformer.modeling_torch import EfficientFormerForImageClassificationWithTeacher  # noqa: E402
+from efficientformer.checkpoints.conversion import convert  # noqa: E402
+from efficientformer.models.pytorch import EfficientFormerForImageClassificationWithTeacher  # noqa: E402
 
 
 def _assert_identical(a: dict, b: dict) -> None:
@@ -107,8 +105,8 @@ def test_convert_command(fixtures_dir, tmp_path, capsys):
                                       {}])  # transformers' default: an exact 224x224 resize
 def test_preprocessing_survives_the_trip_through_timms_pretrained_cfg(settings):
     from efficientformer.config import EfficientFormerConfig
-    from efficientformer.convert import timm_pretrained_cfg
-    from efficientformer.processing import EfficientFormerImageProcessor
+    from efficientformer.checkpoints.conversion import timm_pretrained_cfg
+    from efficientformer.preprocessing.processor import EfficientFormerImageProcessor
 
     before = EfficientFormerImageProcessor(**settings).to_dict()
     timm_cfg = timm_pretrained_cfg(before, EfficientFormerConfig())
@@ -131,8 +129,8 @@ def _load_in_timm(folder):
 
 @pytest.mark.parametrize("source", ["timm-small", "with-teacher", "single-head", "grayscale"])
 def test_every_timm_folder_convert_writes_loads_in_timm_with_our_logits(fixtures_dir, tmp_path, source):
-    from efficientformer.convert import build_model
-    from efficientformer.modeling_torch import EfficientFormerForImageClassification
+    from efficientformer import create_model
+    from efficientformer.models.pytorch import EfficientFormerForImageClassification
 
     timm_eps = {"layer_norm_eps": 1e-5}  # timm's LayerNorm eps: the verified difference is the conversion's alone
     if source == "timm-small":  # timm's own folder, through the original layout and back
@@ -151,7 +149,7 @@ def test_every_timm_folder_convert_writes_loads_in_timm_with_our_logits(fixtures
     else:
         assert result.max_abs_diff < 1e-5
     model = _load_in_timm(tmp_path / "timm")
-    ours = build_model(load_checkpoint(tmp_path / "timm"))
+    ours = create_model(load_checkpoint(tmp_path / "timm"))
     channels = 1 if source == "grayscale" else 3
     pixels = torch.randn(2, channels, 224, 224, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
@@ -177,7 +175,7 @@ def test_timm_format_refuses_shapes_timm_cannot_build(fixtures_dir, tmp_path, ca
     err = capsys.readouterr().err.strip()
     assert code == 2 and not (tmp_path / "timm").exists()
     assert "key_dim=32" in err and "key_dim=16" in err and "--format hf" in err and len(err.splitlines()) == 1
-    from efficientformer.modeling_torch import EfficientFormerModel
+    from efficientformer.models.pytorch import EfficientFormerModel
 
     for name, cls, config, says in [
             ("backbone", EfficientFormerModel, {}, "bare backbone"),

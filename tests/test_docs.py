@@ -131,8 +131,8 @@ def _stand_in_checkpoints(base: Path) -> tuple[Path, Path]:
     hf_folder = snapshot(weights.hub_id)
     EfficientFormerForImageClassificationWithTeacher(EfficientFormerConfig.from_preset("l1")).save_pretrained(str(hf_folder))
     original = base / weights.original_file
-    if importlib.util.find_spec("efficientformer.convert") is not None:
-        from efficientformer.convert import convert
+    if importlib.util.find_spec("efficientformer.checkpoints.conversion") is not None:
+        from efficientformer.checkpoints.conversion import convert
 
         convert(str(hf_folder), str(snapshot(f"timm/{weights.timm_id}")), format="timm", verify=False)
         convert(str(hf_folder), str(original), format="original", verify=False)
@@ -199,7 +199,7 @@ def _tiny_stand_ins(base: Path, fixtures_dir: Path) -> tuple[Path, Path]:
     `timm/efficientformer_l1.snap_dist_in1k` is timm-small's timm hub folder, `snap-research/efficientformer-l1-300`
     its transformers conversion, and `efficientformer_l1_300d.pth` its original release file.
     """
-    from efficientformer.convert import convert
+    from efficientformer.checkpoints.conversion import convert
     from efficientformer.presets import WEIGHTS
 
     cache, weights = base / "hub", WEIGHTS["l1"]
@@ -326,19 +326,37 @@ def test_architecture_figure_is_current() -> None:
     assert (DOCS / "assets" / "architecture.svg").read_text(encoding="utf-8") == architecture_figure.render()
 
 
+def test_architecture_page_maps_every_module_and_is_linked() -> None:
+    """docs/architecture.md names each package and module of the tree as it is, draws both flows, and is reachable
+    from the README and the site's navigation."""
+    page = (DOCS / "architecture.md").read_text(encoding="utf-8")
+    package = ROOT / "src" / "efficientformer"
+    for path in sorted(package.rglob("*.py")):
+        if path.name in ("__main__.py", "_version.py"):
+            continue
+        parts = path.relative_to(package.parent).with_suffix("").parts
+        dotted = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        assert f"`{dotted}`" in page, f"docs/architecture.md does not name {dotted}"
+    for flow in (["image", "processor", "model", "heads", "labels"],
+                 ["checkpoint file", "format detection", "key table", "state dict", "model"]):
+        assert re.search(r"\s*-+>\s*".join(map(re.escape, flow)), page, re.IGNORECASE), flow
+    assert "docs/architecture.md" in (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "architecture.md" in (ROOT / "mkdocs.yml").read_text(encoding="utf-8")
+
+
 # ---------------------------------------------------------------------------------------- API pages
 API_CLASSES = {  # every class of transformers' EfficientFormer page, plus our public API
     "config.md": "efficientformer.config.EfficientFormerConfig",
-    "image-processor.md": "efficientformer.processing.EfficientFormerImageProcessor",
-    "model.md": "efficientformer.modeling_torch.EfficientFormerModel",
-    "for-image-classification.md": "efficientformer.modeling_torch.EfficientFormerForImageClassification",
-    "with-teacher.md": "efficientformer.modeling_torch.EfficientFormerForImageClassificationWithTeacher",
-    "tf-model.md": "efficientformer.modeling_tf.TFEfficientFormerModel",
-    "tf-for-image-classification.md": "efficientformer.modeling_tf.TFEfficientFormerForImageClassification",
-    "tf-with-teacher.md": "efficientformer.modeling_tf.TFEfficientFormerForImageClassificationWithTeacher",
+    "image-processor.md": "efficientformer.preprocessing.processor.EfficientFormerImageProcessor",
+    "model.md": "efficientformer.models.pytorch.models.EfficientFormerModel",
+    "for-image-classification.md": "efficientformer.models.pytorch.models.EfficientFormerForImageClassification",
+    "with-teacher.md": "efficientformer.models.pytorch.models.EfficientFormerForImageClassificationWithTeacher",
+    "tf-model.md": "efficientformer.models.keras.models.TFEfficientFormerModel",
+    "tf-for-image-classification.md": "efficientformer.models.keras.models.TFEfficientFormerForImageClassification",
+    "tf-with-teacher.md": "efficientformer.models.keras.models.TFEfficientFormerForImageClassificationWithTeacher",
     "image-classifier.md": "efficientformer.classifier.ImageClassifier",
-    "optimize.md": "efficientformer.inference.optimize",
-    "export.md": "efficientformer.exporters.export",
+    "optimize.md": "efficientformer.deploy.optimize.optimize",
+    "export.md": "efficientformer.deploy.export.export",
     "errors.md": "efficientformer.errors",
     "presets.md": "efficientformer.presets.VARIANTS",
 }

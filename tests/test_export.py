@@ -25,15 +25,16 @@ from efficientformer import (
     ImageClassifier,
     InputError,
 )
-from efficientformer.bench import randomize_
-from efficientformer.export_metadata import decode, export_metadata, read_metadata
-from efficientformer.exporters import export, export_onnx
-from efficientformer.processing import EfficientFormerImageProcessor
+from efficientformer.benchmarking import randomize_
+from efficientformer.deploy.metadata import decode, export_metadata, read_metadata
+from efficientformer.deploy.export import export, export_onnx
+from efficientformer.preprocessing.processor import EfficientFormerImageProcessor
 
 PHOTOS = ("chelsea.png", "coffee.png", "astronaut.png", "rocket.jpg", "camera.png")
 
-TINY = dict(depths=[1, 1, 1, 2], hidden_sizes=[8, 16, 24, 32], dim=32, key_dim=8, num_attention_heads=2,
-            attention_ratio=2, num_labels=3, image_size=64, resolution=2)
+from conftest import tiny_settings  # noqa: E402
+
+TINY = tiny_settings("export")
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +96,7 @@ def test_torchscript_reloads_without_the_package_classes(model, tmp_path):
 def test_tflite_runs_in_litert_like_pytorch(model, tmp_path):
     pytest.importorskip("tensorflow")
     pytest.importorskip("keras")
-    from efficientformer.exporters import run_tflite
+    from efficientformer.deploy.export import run_tflite
 
     x = images(2, seed=9)
     path = export(model, tmp_path / "tiny.tflite", format="tflite")  # the fp16/int8 variants: benchmarks/
@@ -220,7 +221,7 @@ def test_onnx_files_that_cannot_name_classes_are_refused(exported, tmp_path):
 
 
 def test_a_failed_check_leaves_the_previous_file(model, tmp_path):
-    from efficientformer.exporters import export_torchscript
+    from efficientformer.deploy.export import export_torchscript
 
     path = tmp_path / "tiny.pt"
     path.write_bytes(b"the previous export")

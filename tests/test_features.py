@@ -23,20 +23,11 @@ CLASSES = [EfficientFormerModel, EfficientFormerForImageClassification,
            EfficientFormerForImageClassificationWithTeacher]
 
 
-def tiny_config(**overrides) -> EfficientFormerConfig:
-    base = dict(depths=[1, 1, 2, 3], hidden_sizes=[8, 16, 24, 32], dim=32, key_dim=8, num_attention_heads=2,
-                attention_ratio=2, num_meta3d_blocks=2, mlp_expansion_ratio=2, num_labels=3)
-    return EfficientFormerConfig(**{**base, **overrides})
+from conftest import randomize, tiny_config  # noqa: E402 - the shared tiny config and randomizer
 
 
 def randomized(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, tensor in model.state_dict().items():
-            if tensor.is_floating_point():
-                tensor.copy_(torch.rand(tensor.shape, generator=gen) + 0.5 if "running_var" in name
-                             else torch.randn(tensor.shape, generator=gen) * 0.5)
-    return model.eval()
+    return randomize(model, seed).eval()
 
 
 @pytest.fixture(scope="module")
@@ -269,7 +260,8 @@ def test_grad_checkpointing_gives_the_same_gradients_and_statistics():
 
 # ------------------------------------------------------------------------------ the Keras mirror
 def test_keras_classes_have_the_same_forward_surface(fixtures_dir):
-    tfm = pytest.importorskip("efficientformer.modeling_tf")
+    pytest.importorskip("keras")
+    from efficientformer.models.keras import models as tfm
     folder = fixtures_dir / "hf-tiny"
     keras_model = tfm.TFEfficientFormerForImageClassificationWithTeacher.from_pretrained(folder)
     torch_model = EfficientFormerForImageClassificationWithTeacher.from_pretrained(folder)

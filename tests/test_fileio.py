@@ -189,3 +189,52 @@ def test_a_metrics_log_cut_short_by_a_kill_is_read_and_repaired(tmp_path):
     log.log({"kind": "train", "step": 2})
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in lines] == [1, 2]
+
+
+# ------------------------------------------------------------------- the model-folder writer
+def test_write_model_folder_writes_config_weights_and_processor(tmp_path):
+    from efficientformer import EfficientFormerConfig
+    from efficientformer.checkpoints.folder import write_model_folder
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "pytorch_model.bin").write_bytes(b"stale")  # an older model's weights go
+    (folder / "README.md").write_text("kept")  # other files stay
+    config = EfficientFormerConfig(num_labels=3)
+    out = write_model_folder(folder, config=config, weights={"model.safetensors": lambda p: Path(p).write_bytes(b"w")},
+                             processor={"crop_size": {"height": 32, "width": 32}})
+    assert out == str(folder)
+    assert sorted(os.listdir(folder)) == ["README.md", "config.json", "model.safetensors", "preprocessor_config.json"]
+    assert EfficientFormerConfig.from_json_file(folder / "config.json") == config
+    assert json.loads((folder / "preprocessor_config.json").read_text())["crop_size"] == {"height": 32, "width": 32}
+
+
+def test_write_model_folder_plain_config_and_no_processor(tmp_path):
+    from efficientformer.checkpoints.folder import write_model_folder
+
+    folder = tmp_path / "timm"
+    write_model_folder(folder, config={"architecture": "efficientformer_l1"},
+                       weights={"model.safetensors": lambda p: Path(p).write_bytes(b"w")}, processor=None)
+    assert sorted(os.listdir(folder)) == ["config.json", "model.safetensors"]
+    assert json.loads((folder / "config.json").read_text()) == {"architecture": "efficientformer_l1"}
+
+
+def test_write_model_folder_default_processor_is_the_released_one(tmp_path):
+    from efficientformer.checkpoints.folder import write_model_folder
+    from efficientformer.presets import RELEASED_PREPROCESSING
+
+    write_model_folder(tmp_path / "m", config={}, weights={})
+    saved = json.loads((tmp_path / "m" / "preprocessor_config.json").read_text())
+    assert saved["crop_size"] == RELEASED_PREPROCESSING["crop_size"]
+
+
+def test_write_model_folder_checks_before_writing(tmp_path):
+    from efficientformer.checkpoints.folder import write_model_folder
+    from efficientformer.errors import ConfigError
+
+    folder = tmp_path / "m"
+    with pytest.raises(ConfigError):
+        write_model_folder(folder, config={}, weights={}, processor={"resample": 99})
+    with pytest.raises(InputError, match="plain file name"):
+        write_model_folder(folder, config={}, weights={"../x.bin": lambda p: None})
+    assert not folder.exists()

@@ -10,8 +10,8 @@ import pytest
 pytest.importorskip("huggingface_hub")
 pytest.importorskip("torch")
 
-from efficientformer import hub
-from efficientformer.checkpoints import load_checkpoint
+from efficientformer.checkpoints import hub
+from efficientformer.checkpoints.loading import load_checkpoint
 from efficientformer.errors import CheckpointError
 
 PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy",

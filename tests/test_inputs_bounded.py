@@ -20,17 +20,7 @@ from efficientformer.errors import ConfigError
 HUB = dict(size={"shortest_edge": 256}, resample=3, crop_size={"height": 224, "width": 224})
 
 
-def bomb_png(width: int, height: int) -> bytes:
-    """A PNG header claiming width x height pixels with a few bytes of data (how a decompression bomb opens)."""
-    import struct
-    import zlib
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
-            + chunk(b"IEND", b""))
+from conftest import bomb_png  # noqa: E402
 
 
 # ---------------------------------------------------------------------- 1xN images
@@ -77,7 +67,7 @@ def test_one_pixel_high_png_through_predict_stays_within_a_few_hundred_mb(fixtur
 def test_extreme_aspect_resize_computes_only_the_crop(resample):
     """1x300 -> 256x76800 (19.7 M pixels, above the whole-resize budget): the crop equals Pillow's full resize,
     exactly for bicubic, bilinear, box and nearest, within one 8-bit level for lanczos and hamming."""
-    from efficientformer.resize import FULL_RESIZE_PIXELS, resize_crop
+    from efficientformer.preprocessing.resize import FULL_RESIZE_PIXELS, resize_crop
 
     pixels = np.random.default_rng(0).integers(0, 256, (1, 300, 3), dtype=np.uint8)
     out_w, out_h = 76800, 256

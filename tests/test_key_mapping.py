@@ -7,7 +7,7 @@ import json
 import pytest
 
 from efficientformer.errors import CheckpointError
-from efficientformer.key_mapping import (Layout, convert_key, convert_state_dict, detect_format, layout_from_keys,
+from efficientformer.checkpoints.keys import (Layout, convert_key, convert_state_dict, detect_format, layout_from_keys,
                                          strip_wrappers)
 
 VARIANTS = ("l1", "l3", "l7")

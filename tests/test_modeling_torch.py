@@ -18,35 +18,12 @@ from efficientformer import (  # noqa: E402
     EfficientFormerModel,
     InputError,
 )
-from efficientformer.attention_bias import bias_index, interpolation_matrix  # noqa: E402
-from efficientformer.modeling_torch import DropPath  # noqa: E402
+from efficientformer.models.attention_bias import bias_index, interpolation_matrix  # noqa: E402
+from efficientformer.models.pytorch.layers import DropPath  # noqa: E402
 
-HF_FOLDERS = ["hf-tiny", "hf-small", "hf-tiny-256"]
-TOL = 1e-5
-
-
-def tiny_config(**overrides) -> EfficientFormerConfig:
-    base = dict(depths=[1, 1, 2, 3], hidden_sizes=[8, 16, 24, 32], dim=32, key_dim=8, num_attention_heads=2,
-                attention_ratio=2, num_meta3d_blocks=2, mlp_expansion_ratio=2, num_labels=3)
-    return EfficientFormerConfig(**{**base, **overrides})
-
-
-def randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Random values in every parameter and buffer, so a wrong mapping or stale state shows."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, tensor in model.state_dict().items():
-            if tensor.is_floating_point():
-                values = torch.rand(tensor.shape, generator=gen) + 0.5 if "running_var" in name \
-                    else torch.randn(tensor.shape, generator=gen) * 0.5
-                tensor.copy_(values)
-    return model
-
-
-def close(actual: torch.Tensor, expected: np.ndarray, tol: float = TOL) -> float:
-    diff = float(np.abs(actual.detach().float().numpy() - expected).max())
-    assert diff < tol, f"max difference {diff} exceeds {tol}"
-    return diff
+from conftest import HF_FOLDERS, randomize, tiny_config  # noqa: E402 - the shared tiny config and randomizer
+from conftest import assert_backbone_matches  # noqa: E402 - the parity harness both backends' tests use
+from conftest import assert_close as close  # noqa: E402
 
 
 # ---------------------------------------------------------------------------------------- parity
@@ -62,13 +39,7 @@ def test_every_golden_matches(fixtures_dir, tmp_path, folder, weights):
     model = EfficientFormerModel.from_pretrained(tmp_path)
     with torch.no_grad():
         out = model(pixels, output_hidden_states=True, output_attentions=True)
-    close(out.last_hidden_state, golden["model.last_hidden_state"])
-    n_states = len([k for k in golden.files if k.startswith("model.hidden_states.")])
-    assert len(out.hidden_states) == n_states
-    for i, state in enumerate(out.hidden_states):
-        close(state, golden[f"model.hidden_states.{i}"])
-    for i, attention in enumerate(out.attentions):
-        close(attention, golden[f"model.attentions.{i}"])
+    assert_backbone_matches(out, golden, "model")
 
     teacher = EfficientFormerForImageClassificationWithTeacher.from_pretrained(tmp_path)
     with torch.no_grad():
@@ -112,7 +83,7 @@ def test_unreachable_hub_uses_the_cache_at_once_and_says_why_otherwise(fixtures_
     missing ones fail at once, naming the host, instead of after huggingface_hub's retries."""
     import time
 
-    from efficientformer import hub
+    from efficientformer.checkpoints import hub
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     for proxy in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
@@ -400,3 +371,52 @@ def test_bad_labels_are_refused_before_the_forward(cls, labels, message):
     with pytest.raises(InputError, match=message):
         model(torch.randn(2, 3, 64, 64), labels=labels)
     assert not ran, "the network ran before the labels were checked"
+
+
+# ---------------------------------------------------------------------------- the architecture plan
+@pytest.mark.parametrize("fields", [dict(), dict(downsamples=[False, False, True, True], hidden_sizes=[8, 8, 16, 24],
+                                                dim=24), dict(drop_path_rate=0.3, num_meta3d_blocks=3)])
+def test_the_network_is_built_from_its_plan(fields):
+    from efficientformer.models.architecture import META3D, DownsamplePlan, plan
+    from efficientformer.models.pytorch.layers import Downsample, IntermediateStage
+
+    config = tiny_config(**fields)
+    network = plan(config)
+    model = EfficientFormerModel(config).eval()
+    encoder = model.encoder
+    assert len(encoder.intermediate_stages) == len(network.layout)
+    for item, module in zip(network.layout, encoder.intermediate_stages):
+        assert isinstance(module, Downsample if isinstance(item, DownsamplePlan) else IntermediateStage)
+    # each block where its path says, with the config's drop-path schedule and kind
+    assert [b.drop_path for b in network.blocks] == pytest.approx(config.block_drop_path_rates())
+    for block in network.blocks:
+        module = encoder.get_submodule(block.path())
+        assert type(module).__name__ == ("Meta3D" if block.kind == META3D else "Meta4D")
+        assert module.drop_path.rate == pytest.approx(block.drop_path)
+    # the token grid and the stage maps' sizes and strides, at sizes that are not multiples of 32
+    for height, width in [(64, 64), (97, 65), (33, 200)]:
+        with torch.no_grad():
+            final, maps = model.forward_intermediates(torch.randn(1, 3, height, width))
+        assert final.shape[1] == math.prod(network.token_grid(height, width))
+        assert [tuple(m.shape[2:]) for m in maps] == [network.feature_size(s.index, height, width)
+                                                       for s in network.stages]
+    assert model.feature_info.reduction() == [s.reduction for s in network.stages]
+    # the attention-bias geometry
+    attention = encoder.last_stage.meta3D_layers.blocks[0].token_mixer
+    assert tuple(attention.attention_biases.shape) == network.attention.table_shape
+    assert tuple(attention.attention_bias_idxs.shape) == network.attention.index_shape
+    assert attention.qkv.out_features == network.attention.qkv_width
+
+
+def test_the_bias_resize_is_the_attention_bias_geometry():
+    """The torch resize (used by the model and the fused network) equals the numpy recipe Keras uses."""
+    from efficientformer.models.pytorch.layers import grid_bias
+
+    resolution, heads = 4, 3
+    table = torch.randn(heads, resolution * resolution, dtype=torch.float64)
+    for grid in [(4, 4), (2, 5), (7, 3), (1, 1)]:
+        a_h, a_w = interpolation_matrix(grid[0], resolution), interpolation_matrix(grid[1], resolution)
+        resized = (a_h[None] @ table.numpy().reshape(heads, resolution, resolution) @ a_w.T[None])
+        expected = resized.reshape(heads, -1)[:, bias_index(*grid)]
+        np.testing.assert_allclose(grid_bias(table, resolution, grid).numpy(), expected, rtol=0, atol=1e-6)
+

@@ -1,4 +1,4 @@
-"""efficientformer.optimize (module efficientformer.inference): the folded inference network computes what the model computes, leaves the
+"""efficientformer.optimize (module efficientformer.deploy.optimize): the folded inference network computes what the model computes, leaves the
 model untouched, and refuses settings it cannot honour; plus the benchmark harness on tiny models."""
 
 from __future__ import annotations
@@ -17,11 +17,12 @@ from efficientformer import (
     EfficientFormerModel,
     InputError,
 )
-from efficientformer.bench import randomize_
-from efficientformer.inference import FusedEfficientFormer, fuse, optimize
+from efficientformer.benchmarking import randomize_
+from efficientformer.deploy.optimize import FusedEfficientFormer, fuse, optimize
 
-TINY = dict(depths=[1, 2, 1, 3], hidden_sizes=[8, 16, 24, 32], dim=32, key_dim=8, num_attention_heads=2,
-            attention_ratio=2, num_meta3d_blocks=2, num_labels=5, image_size=64, resolution=2)
+from conftest import tiny_settings  # noqa: E402
+
+TINY = tiny_settings("optimize")
 
 
 def tiny(cls=EfficientFormerForImageClassificationWithTeacher, **overrides):
@@ -111,12 +112,12 @@ def test_bf16_on_cpu_is_close():
 
 
 def test_package_level_functions_stay_functions():
-    import efficientformer.exporters  # noqa: F401  (importing the modules must not shadow the functions)
-    import efficientformer.inference
+    import efficientformer.deploy.export  # noqa: F401  (importing the modules must not shadow the functions)
+    import efficientformer.deploy.optimize
 
     model = tiny()
-    assert efficientformer.optimize is efficientformer.inference.optimize
-    assert efficientformer.export is efficientformer.exporters.export
+    assert efficientformer.optimize is efficientformer.deploy.optimize.optimize
+    assert efficientformer.export is efficientformer.deploy.export.export
     x = torch.randn(1, 3, 64, 64)
     torch.testing.assert_close(efficientformer.optimize(model)(x), optimize(model)(x))
 
@@ -146,7 +147,7 @@ def test_bad_inputs_are_refused():
 
 
 def test_benchmark_rows_report_agreement():
-    from efficientformer.bench import format_table, run_benchmark
+    from efficientformer.benchmarking import format_table, run_benchmark
 
     rows = run_benchmark(tiny(), device="cpu", batch_size=2, image_size=64, compare=None,
                          modes=["eager", "fused"], min_time=0.01, log=None)
@@ -158,7 +159,7 @@ def test_benchmark_rows_report_agreement():
 
 def test_timm_twin_has_the_same_function():
     pytest.importorskip("timm")
-    from efficientformer.bench import build_model, timm_twin
+    from efficientformer.benchmarking import build_model, timm_twin
 
     model = build_model("l1")
     twin = timm_twin(model)
@@ -178,7 +179,7 @@ def test_bench_command_prints_a_table(fixtures_dir, capsys):
 
 # ------------------------------------------------------------------ any sequence of shapes (issue 15)
 def test_batches_run_as_pieces_of_the_buckets():
-    from efficientformer.inference import plan_batches
+    from efficientformer.deploy.optimize import plan_batches
 
     buckets = (1, 2, 4, 8, 16, 32, 64, 128, 256)
     for batch in [1, 3, 5, 31, 33, 129, 255, 256, 300, 1000]:
@@ -285,7 +286,7 @@ def test_defaults_pick_the_cpu_mode_and_report_setup(caplog):
 def test_bench_compares_with_timm_only_when_it_can(fixtures_dir, capsys, monkeypatch):
     import importlib.util
 
-    from efficientformer.bench import timm_unavailable
+    from efficientformer.benchmarking import timm_unavailable
     from efficientformer.cli import main
 
     assert "L1, L3 and L7" in timm_unavailable(tiny())
@@ -303,7 +304,7 @@ def test_bench_compares_with_timm_only_when_it_can(fixtures_dir, capsys, monkeyp
 def test_bench_silences_autotuning_tables():
     from torch._inductor import select_algorithm
 
-    from efficientformer.bench import quiet_compiler
+    from efficientformer.benchmarking import quiet_compiler
 
     quiet_compiler()
     assert select_algorithm.PRINT_AUTOTUNE is False
@@ -312,7 +313,7 @@ def test_bench_silences_autotuning_tables():
 def test_graph_replay_pads_to_buckets_and_keeps_at_most_max_graphs(monkeypatch):
     """The CUDA-graph policy, on the CPU with a stand-in for graph capture: 20 shapes, each batch padded up
     (or split) to the buckets, at most `max_graphs` graphs kept, every result equal to the eager model's."""
-    import efficientformer.inference as inference
+    import efficientformer.deploy.optimize as inference
 
     class FakeGraph:  # replay() recomputes into the static output, as a captured graph would
         def __init__(self, fn, static_in):

@@ -11,14 +11,15 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from efficientformer import EfficientFormerConfig, EfficientFormerForImageClassificationWithTeacher
-from efficientformer.bench import build_model, randomize_
-from efficientformer.inference import FusedMeta4D, fuse, optimize
+from efficientformer.benchmarking import build_model, randomize_
+from efficientformer.deploy.optimize import FusedMeta4D, fuse, optimize
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
-TINY = dict(depths=[1, 2, 1, 3], hidden_sizes=[48, 96, 112, 128], dim=128, key_dim=16, num_attention_heads=2,
-            attention_ratio=2, num_meta3d_blocks=2, num_labels=5, image_size=64, resolution=2)
+from conftest import tiny_settings  # noqa: E402
+
+TINY = tiny_settings("gpu")
 
 
 def rel(a, b):
@@ -51,6 +52,26 @@ def test_triton_kernel_matches_the_pytorch_block(l1, channels, size, dtype):
         out = block(x.to(dtype))
     assert out.is_contiguous(memory_format=torch.channels_last) and torch.isfinite(out).all()
     assert rel(out, expected) < 1e-2
+
+
+@pytest.mark.parametrize("split, fast_gelu", [(True, False), (False, True), (True, True)])
+@pytest.mark.parametrize("channels, size, batch", [(48, 56, 16), (96, 28, 16), (96, 13, 3)])  # 13: partial tiles
+def test_triton_kernel_variants_match_the_pytorch_block(l1, channels, size, batch, split, fast_gelu, monkeypatch):
+    """Exact column groups (48 = 32 + 16, 96 = 64 + 32) and the tanh-form GELU stay within 1e-2 of float32."""
+    pytest.importorskip("triton")
+    from efficientformer.deploy import kernels
+    monkeypatch.setattr(kernels, "SPLIT_CHANNELS", split)
+    monkeypatch.setattr(kernels, "FAST_GELU", fast_gelu)
+    block = next(b for b in fuse(l1).cuda().convs if isinstance(b, FusedMeta4D) and b.w1.shape[1] == channels)
+    x = torch.randn(batch, channels, size, size, device="cuda").contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        expected = block(x)
+        block.to(torch.bfloat16)
+        assert block.enable_triton()
+        block.triton_min_rows = 0
+        out = block(x.to(torch.bfloat16))
+    assert block.w1t.shape[0] == (channels if split else kernels.padded(channels))
+    assert out.is_contiguous(memory_format=torch.channels_last) and rel(out, expected) < 1e-2
 
 
 def test_default_mode_is_the_fast_one_and_close_to_float32(l1):

@@ -11,8 +11,6 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
-pytest.importorskip("efficientformer.modeling_torch")
-pytest.importorskip("efficientformer.processing")
 
 from PIL import Image  # noqa: E402
 
@@ -120,17 +118,7 @@ def test_missing_default_model_and_missing_inputs_are_explained(fixtures_dir, tm
 
 
 # ---------------------------------------------------------------------- bulk predict: nothing lost silently
-def _bomb_png(width: int, height: int) -> bytes:
-    """A PNG header claiming width x height pixels, with a few bytes of data: what a decompression bomb opens as."""
-    import struct
-    import zlib
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
-            + chunk(b"IEND", b""))
+from conftest import bomb_png as _bomb_png  # noqa: E402
 
 
 def _classified(out: str) -> list[str]:

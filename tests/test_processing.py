@@ -192,11 +192,11 @@ def test_bad_settings_and_ragged_batches():
 
 
 def test_numpy_resample_is_pillow_bit_for_bit(fixtures_dir):
-    """`efficientformer.resample` against Pillow's own resize + crop: photos, gray, portrait and noise images,
+    """`efficientformer.preprocessing.resample` against Pillow's own resize + crop: photos, gray, portrait and noise images,
     upscales and downscales of any aspect (both pass orders), bilinear, bicubic and box."""
     from PIL import Image
 
-    from efficientformer import resample
+    from efficientformer.preprocessing import resample
 
     rng = np.random.default_rng(0)
     photos = [Image.open(fixtures_dir / "images" / name) for name in ("chelsea.png", "camera.png", "rocket.jpg")]
@@ -221,7 +221,7 @@ def test_numpy_resample_is_pillow_bit_for_bit(fixtures_dir):
 def test_numpy_resample_steps_aside_when_pillow_computes_differently(monkeypatch):
     """The once-per-process check against the installed Pillow: with a wrong pass order it fails, and every
     resize then goes to Pillow (exact either way)."""
-    from efficientformer import resample
+    from efficientformer.preprocessing import resample
 
     monkeypatch.setattr(resample, "vertical_first", lambda *sizes: False)  # as Pillow < 13 would order them
     resample._matches_installed_pillow.cache_clear()
@@ -238,7 +238,7 @@ def test_fast_resize_stays_within_one_level_where_used(fixtures_dir):
     scales; resizes outside its domain (upscaling, aspect change) come out exact."""
     from PIL import Image
 
-    from efficientformer.resize import resize_crop
+    from efficientformer.preprocessing.resize import resize_crop
 
     worst = 0
     for name in ("chelsea.png", "coffee.png", "astronaut_640x480.jpg"):

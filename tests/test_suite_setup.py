@@ -65,3 +65,18 @@ def test_xdist_worker_ends_without_a_slow_collection() -> None:
     assert run.returncode == 0, run.stderr[-3000:]
     before, after = map(float, run.stdout.split())
     assert after < before / 10, (before, after)
+
+
+def test_no_test_skips_because_one_of_our_modules_fails_to_import() -> None:
+    """Only third-party modules may be `importorskip`'ed: a broken module of ours must fail its tests, not hide
+    them as skips."""
+    import re
+
+    ours = re.compile(r"""importorskip\(\s*["']efficientformer""")
+    guarded = re.compile(r"""except ImportError[^\n]*\n[^\n]*pytest\.skip""")
+    offenders = []
+    for path in sorted((ROOT / "tests").glob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        offenders += [f"{path.name}: importorskip of our own module" for _ in ours.finditer(text)]
+        offenders += [f"{path.name}: an ImportError turned into a skip" for _ in guarded.finditer(text)]
+    assert not offenders, offenders

@@ -16,23 +16,21 @@ if keras.backend.backend() != "tensorflow":  # pragma: no cover - the JAX run is
     pytest.skip("these tests need KERAS_BACKEND=tensorflow", allow_module_level=True)
 
 from efficientformer import EfficientFormerConfig  # noqa: E402
-from efficientformer.attention_bias import token_grid  # noqa: E402
+from efficientformer.models.architecture import plan  # noqa: E402
 from efficientformer.errors import CheckpointError, InputError  # noqa: E402
-from efficientformer.modeling_tf import (  # noqa: E402
+from efficientformer.models.keras import (  # noqa: E402
     TFEfficientFormerForImageClassification,
     TFEfficientFormerForImageClassificationWithTeacher,
     TFEfficientFormerModel,
 )
-from efficientformer.outputs import ImageClassifierOutput  # noqa: E402
-from efficientformer.tf_weights import read_h5, write_h5  # noqa: E402
+from efficientformer.models.outputs import ImageClassifierOutput  # noqa: E402
+from efficientformer.checkpoints.h5 import read_h5, write_h5  # noqa: E402
 
 pytestmark = pytest.mark.tf
 ATOL = 1e-5
-FOLDERS = ["hf-tiny", "hf-small", "hf-tiny-256"]
-
-
-def close(actual, expected, atol=ATOL):
-    np.testing.assert_allclose(np.asarray(actual), np.asarray(expected), rtol=0, atol=atol)
+from conftest import HF_FOLDERS as FOLDERS  # noqa: E402 - the fixtures both backends' tests compare with
+from conftest import assert_backbone_matches  # noqa: E402 - the parity harness both backends' tests use
+from conftest import assert_close as close  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -67,13 +65,7 @@ def test_outputs_match_transformers_tf_classes(fixtures_dir, folder, source):
     teacher = TFEfficientFormerForImageClassificationWithTeacher.from_pretrained(from_file)
 
     out = base(pixels, output_hidden_states=True, output_attentions=True)
-    close(out.last_hidden_state, expected["tf.model.last_hidden_state"])
-    n_states = len([k for k in expected.files if k.startswith("tf.model.hidden_states.")])
-    assert len(out.hidden_states) == n_states
-    for i, state in enumerate(out.hidden_states):
-        close(state, expected[f"tf.model.hidden_states.{i}"])
-    for i, attention in enumerate(out.attentions):
-        close(attention, expected[f"tf.model.attentions.{i}"])
+    assert_backbone_matches(out, expected, "tf.model")
 
     out = clf(pixels, labels=expected["labels"])
     close(out.logits, expected["tf.classification.logits"])
@@ -121,7 +113,7 @@ def test_any_input_size_and_no_stale_bias(fixtures_dir, teacher):
     for height, width in [(256, 320), (97, 65), (32, 32)]:
         pixels = rng.standard_normal((1, 3, height, width)).astype("float32")
         out = teacher(pixels, output_attentions=True)
-        tokens = int(np.prod(token_grid(height, width)))
+        tokens = int(np.prod(plan(teacher.config).token_grid(height, width)))
         assert out.attentions[0].shape == (1, teacher.config.num_attention_heads, tokens, tokens)
         close(np.sum(out.attentions[0], axis=-1), np.ones((1, 2, tokens)))
         assert np.isfinite(np.asarray(out.logits)).all()
@@ -198,12 +190,12 @@ def test_keras_native_format_round_trip(classifier, tmp_path):
 
 @pytest.mark.parametrize("with_torch", [True, False])
 def test_pytorch_weights_are_used_when_no_h5(fixtures_dir, tmp_path, monkeypatch, with_torch):
-    """Only model.safetensors: converted automatically, through efficientformer.checkpoints when torch is
+    """Only model.safetensors: converted automatically, through efficientformer.checkpoints.loading when torch is
     installed, else read with safetensors.numpy."""
     if with_torch:
         pytest.importorskip("torch")
     else:
-        monkeypatch.setattr("efficientformer.modeling_tf._torch_available", lambda: False)
+        monkeypatch.setattr("efficientformer.models.keras.loading._torch_available", lambda: False)
     for name in ("config.json", "model.safetensors"):
         shutil.copy(fixtures_dir / "hf-tiny" / name, tmp_path / name)
     expected = np.load(fixtures_dir / "hf-tiny" / "expected.npz")
@@ -236,9 +228,16 @@ def test_every_weight_is_accounted_for(fixtures_dir, tmp_path):
     with pytest.warns(UserWarning, match="distillation_classifier/kernel"):
         TFEfficientFormerForImageClassification.from_pretrained(path)
     # a new number of labels: the heads are re-initialized, the backbone is loaded
-    model = TFEfficientFormerForImageClassification.from_pretrained(path, num_labels=5)
+    model, info = TFEfficientFormerForImageClassification.from_pretrained(path, num_labels=5,
+                                                                           output_loading_info=True)
     assert model(np.zeros((1, 3, 64, 64), "float32")).logits.shape == (1, 5)
     np.testing.assert_array_equal(model.named_weights()[lost], weights[lost])
+    # the loading report has the PyTorch classes' keys: the resized head is mismatched, the other one unused
+    assert sorted(info) == ["mismatched_keys", "missing_keys", "unexpected_keys"]
+    assert info["missing_keys"] == []
+    assert [(name, model_shape) for name, _, model_shape in info["mismatched_keys"]] == [
+        ("classifier/bias", (5,)), ("classifier/kernel", (model.config.hidden_sizes[-1], 5))]
+    assert all(name.startswith("distillation_classifier/") for name in info["unexpected_keys"])
     # the wrong shape for the config
     with pytest.raises(CheckpointError, match="another shape"):
         TFEfficientFormerForImageClassificationWithTeacher.from_pretrained(
@@ -284,11 +283,9 @@ def test_fit_lowers_the_loss(fixtures_dir):
 def test_matches_our_pytorch_classes(fixtures_dir, folder):
     """Same folder in both backends: the same logits at the trained size and at 256x320."""
     torch = pytest.importorskip("torch")
-    try:
-        from efficientformer.modeling_torch import EfficientFormerForImageClassificationWithTeacher
-        pt_model = EfficientFormerForImageClassificationWithTeacher.from_pretrained(str(fixtures_dir / folder))
-    except ImportError as err:  # the PyTorch side (or its checkpoint loader) is not there yet
-        pytest.skip(f"PyTorch classes unavailable: {err}")
+    from efficientformer.models.pytorch import EfficientFormerForImageClassificationWithTeacher
+
+    pt_model = EfficientFormerForImageClassificationWithTeacher.from_pretrained(str(fixtures_dir / folder))
     tf_model = TFEfficientFormerForImageClassificationWithTeacher.from_pretrained(fixtures_dir / folder)
     pt_model.eval()
     rng = np.random.default_rng(3)
@@ -318,15 +315,11 @@ def test_loads_timm_hub_folder_through_pytorch(fixtures_dir):
 def test_other_configs_match_pytorch_through_converted_weights(fields):
     """Random weights of a Keras model, converted by tf_weights.keras_to_pt, give PyTorch the same logits."""
     torch = pytest.importorskip("torch")
-    try:
-        from efficientformer.modeling_torch import EfficientFormerForImageClassificationWithTeacher
-    except ImportError as err:
-        pytest.skip(f"PyTorch classes unavailable: {err}")
-    from efficientformer.tf_weights import keras_to_pt
+    from conftest import tiny_config
+    from efficientformer.checkpoints.h5 import keras_to_pt
+    from efficientformer.models.pytorch import EfficientFormerForImageClassificationWithTeacher
 
-    config = EfficientFormerConfig(depths=[1, 1, 2, 2], hidden_sizes=[8, 16, 16, 24], dim=24, key_dim=8,
-                                   num_attention_heads=2, attention_ratio=2, mlp_expansion_ratio=2, num_labels=3,
-                                   **fields)
+    config = tiny_config("keras", **fields)
     tf_model = TFEfficientFormerForImageClassificationWithTeacher(config)
     named = tf_model.named_weights()
     assert len(named) == len(tf_model.weights)  # every weight has a name
@@ -346,7 +339,7 @@ def test_other_configs_match_pytorch_through_converted_weights(fields):
 
 def test_l1_weights_match_transformers_architecture(fixtures_dir):
     """Full-size L1: every Keras weight has the shape transformers' state dict implies; parameter count as listed."""
-    from efficientformer.tf_weights import pt_to_keras
+    from efficientformer.checkpoints.h5 import pt_to_keras
 
     spec = json.loads((fixtures_dir / "architectures.json").read_text())["l1"]
     model = TFEfficientFormerForImageClassificationWithTeacher(EfficientFormerConfig.from_preset("l1"))

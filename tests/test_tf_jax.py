@@ -19,7 +19,7 @@ pytestmark = pytest.mark.tf
 JAX_SCRIPT = textwrap.dedent("""
     import sys, numpy as np, keras
     assert keras.backend.backend() == "jax", keras.backend.backend()
-    from efficientformer.modeling_tf import TFEfficientFormerForImageClassificationWithTeacher as Model
+    from efficientformer.models.keras import TFEfficientFormerForImageClassificationWithTeacher as Model
     folder, inputs, out = sys.argv[1:4]
     model = Model.from_pretrained(folder)
     results = {}
@@ -38,7 +38,7 @@ def test_jax_backend_matches_tensorflow(fixtures_dir, tmp_path):
     keras = pytest.importorskip("keras")
     if keras.backend.backend() != "tensorflow":
         pytest.skip("the reference side needs KERAS_BACKEND=tensorflow")
-    from efficientformer.modeling_tf import TFEfficientFormerForImageClassificationWithTeacher as Model
+    from efficientformer.models.keras import TFEfficientFormerForImageClassificationWithTeacher as Model
 
     folder = fixtures_dir / "hf-tiny"
     inputs = {

@@ -173,7 +173,7 @@ def test_mixup_cutmix_targets_and_label_smoothing():
 
 # --------------------------------------------------------------------------------------------- losses
 def test_losses_without_and_with_a_teacher():
-    from efficientformer.outputs import ImageClassifierWithTeacherOutput
+    from efficientformer.models.outputs import ImageClassifierWithTeacherOutput
 
     cls, dist = torch.randn(4, 3), torch.randn(4, 3)
     out = ImageClassifierWithTeacherOutput(logits=(cls + dist) / 2, cls_logits=cls, distillation_logits=dist)

@@ -96,3 +96,31 @@ def test_resuming_from_an_unsafe_file_gives_one_sentence_without_torchs_advice(i
                                               "not read") as info:
         train(_config(images, tmp_path / "run", resume=str(unsafe)))
     assert "weights_only" not in str(info.value) and "\n" not in str(info.value)
+
+
+def test_eval_reports_each_unreadable_image_and_scores_the_rest(images, tmp_path, capsys):
+    """A decompression bomb or a truncated file in the data is named on stderr and left out; the other images
+    are still evaluated and the exit code says something was skipped (issue 13)."""
+    import json
+    import shutil
+
+    from conftest import bomb_png, tiny_config
+
+    from efficientformer import EfficientFormerForImageClassification
+    from efficientformer.cli import main
+
+    data = tmp_path / "data"
+    shutil.copytree(images, data)
+    (data / "a" / "bomb.png").write_bytes(bomb_png(30_000, 30_000))  # 900 M pixels claimed by a few bytes
+    (data / "b" / "cut.png").write_bytes((data / "b" / "0.png").read_bytes()[:40])
+    config = tiny_config("base", num_labels=2, id2label={0: "a", 1: "b"}, image_size=32)
+    model = tmp_path / "model"
+    EfficientFormerForImageClassification(config).save_pretrained(model)
+    capsys.readouterr()
+    code = main(["eval", str(data), "--model", str(model), "--device", "cpu", "--batch-size", "4",
+                 "--confusion", "", "--json", str(tmp_path / "eval.json")])
+    printed = capsys.readouterr()
+    assert code == 1
+    assert "bomb.png" in printed.err and "cut.png" in printed.err
+    figures = json.loads((tmp_path / "eval.json").read_text())
+    assert figures["images"] == 8 and figures["skipped"] == 2 and np.array(figures["confusion"]).sum() == 8

@@ -6,26 +6,26 @@ on first use, and a missing backend raises one ImportError that names the extra 
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from ._lazy import lazy_exports
 from ._version import __version__
 
 # public name -> module that defines it (imported lazily)
 _EXPORTS = {
     "EfficientFormerConfig": "config",
-    "EfficientFormerImageProcessor": "processing",
-    "EfficientFormerPreTrainedModel": "modeling_torch",
-    "EfficientFormerModel": "modeling_torch",
-    "EfficientFormerForImageClassification": "modeling_torch",
-    "EfficientFormerForImageClassificationWithTeacher": "modeling_torch",
-    "TFEfficientFormerPreTrainedModel": "modeling_tf",
-    "TFEfficientFormerModel": "modeling_tf",
-    "TFEfficientFormerForImageClassification": "modeling_tf",
-    "TFEfficientFormerForImageClassificationWithTeacher": "modeling_tf",
+    "EfficientFormerImageProcessor": "preprocessing.processor",
+    "EfficientFormerPreTrainedModel": "models.pytorch.models",
+    "EfficientFormerModel": "models.pytorch.models",
+    "EfficientFormerForImageClassification": "models.pytorch.models",
+    "EfficientFormerForImageClassificationWithTeacher": "models.pytorch.models",
+    "TFEfficientFormerPreTrainedModel": "models.keras.models",
+    "TFEfficientFormerModel": "models.keras.models",
+    "TFEfficientFormerForImageClassification": "models.keras.models",
+    "TFEfficientFormerForImageClassificationWithTeacher": "models.keras.models",
     "ImageClassifier": "classifier",
-    "optimize": "inference",
-    "export": "exporters",
+    "create_model": "factory",
+    "list_models": "factory",
+    "optimize": "deploy.optimize",
+    "export": "deploy.export",
     "VARIANTS": "presets",
     "WEIGHTS": "presets",
     "ConfigError": "errors",
@@ -37,13 +37,4 @@ _EXPORTS = {
 __all__ = ["__version__", *_EXPORTS]
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'efficientformer' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

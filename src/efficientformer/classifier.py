@@ -1,7 +1,7 @@
 """`ImageClassifier`: images in, named classes with scores out, in three lines.
 
 It runs a checkpoint through PyTorch, or an exported `.onnx` file through onnxruntime (no PyTorch
-needed), whose labels and preprocessing come from the file's metadata (`efficientformer.export_metadata`).
+needed), whose labels and preprocessing come from the file's metadata (`efficientformer.deploy.metadata`).
 
 Example:
     >>> from efficientformer import ImageClassifier
@@ -75,7 +75,7 @@ class ImageClassifier:
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike | None = None, device: str | None = None,
                         **hub_kwargs: Any) -> ImageClassifier:
-        """Load a classifier from any checkpoint `efficientformer.checkpoints.load_checkpoint` reads, or
+        """Load a classifier from any checkpoint `efficientformer.checkpoints.loading.load_checkpoint` reads, or
         from an `.onnx` file written by `efficientformer export` (see `OnnxImageClassifier`).
 
         Args:
@@ -97,20 +97,17 @@ class ImageClassifier:
             from .bundled import default_model_path
 
             name_or_path = default_model_path()
-        from .checkpoints import load_checkpoint
-        from .convert import build_model
+        from .checkpoints.folder import DEFAULT as DEFAULT_PROCESSOR, processor_for
+        from .checkpoints.loading import load_checkpoint
         from .errors import CheckpointError
-        from .modeling_torch import EfficientFormerModel
-        from .processing import EfficientFormerImageProcessor
+        from .factory import create_model, task_for
 
         checkpoint = load_checkpoint(name_or_path, **hub_kwargs)
-        model = build_model(checkpoint)
-        if isinstance(model, EfficientFormerModel):
+        if task_for(checkpoint.state_dict) == "backbone":  # before building: a backbone cannot name classes
             raise CheckpointError(f"{checkpoint.source} holds a backbone without a classification head, so it cannot "
                                   "name classes; fine-tune a head first (efficientformer train).")
-        from .presets import RELEASED_PREPROCESSING
-
-        processor = EfficientFormerImageProcessor(**(checkpoint.processor or RELEASED_PREPROCESSING))
+        model = create_model(checkpoint)
+        processor = processor_for(checkpoint.processor or DEFAULT_PROCESSOR)
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         if str(device).startswith("cuda") and not torch.cuda.is_available():
@@ -195,7 +192,7 @@ class ImageClassifier:
 class OnnxImageClassifier(ImageClassifier):
     """`ImageClassifier` over an `.onnx` file written by `efficientformer export`, run by onnxruntime: the
     labels, the model config and the preprocessing (made for the file's fixed image size) come from the
-    file's metadata (`efficientformer.export_metadata`), so nothing but the file is needed, and no PyTorch.
+    file's metadata (`efficientformer.deploy.metadata`), so nothing but the file is needed, and no PyTorch.
     `logits` returns a numpy array; `predict` and `rank` are as for PyTorch models.
 
     Files without that metadata (exported by other tools, or by versions before 0.1.0 wrote it) are
@@ -235,8 +232,8 @@ class OnnxImageClassifier(ImageClassifier):
         """
         from .config import EfficientFormerConfig
         from .errors import CheckpointError
-        from .export_metadata import check_metadata, decode, processor_for_size
-        from .processing import EfficientFormerImageProcessor
+        from .deploy.metadata import check_metadata, decode, processor_for_size
+        from .preprocessing.processor import EfficientFormerImageProcessor
 
         path = os.fspath(path)
         if not os.path.isfile(path):

@@ -13,21 +13,21 @@ import numbers
 import os
 from typing import Any
 
+from .constants import ACTIVATIONS, CONFIG_NAME, HUB_KEYWORDS
 from .errors import ConfigError
+from .presets import VARIANTS
 
-CONFIG_NAME = "config.json"
 MODEL_TYPE = "efficientformer"
-
-# Activations both backends implement; `hidden_act` must name one of them.
-ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu", "relu6", "silu", "swish", "tanh", "sigmoid")
 PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_classification")
 
-# Every architecture field with its transformers 4.x default (L1's shape). Order is the JSON order.
+# Every architecture field with its transformers 4.x default. The shape is L1's (its row of the preset
+# table, `presets.VARIANTS`); the rest is shared by every variant. Order is the JSON order.
+_L1 = VARIANTS["l1"]
 _DEFAULTS: dict[str, Any] = {
-    "depths": [3, 2, 6, 4],
-    "hidden_sizes": [48, 96, 224, 448],
-    "downsamples": [True, True, True, True],
-    "dim": 448,
+    "depths": list(_L1.depths),
+    "hidden_sizes": list(_L1.hidden_sizes),
+    "downsamples": [True] * len(_L1.depths),
+    "dim": _L1.hidden_sizes[-1],
     "key_dim": 32,
     "attention_ratio": 4,
     "resolution": 7,
@@ -42,7 +42,7 @@ _DEFAULTS: dict[str, Any] = {
     "downsample_stride": 2,
     "downsample_pad": 1,
     "drop_path_rate": 0.0,
-    "num_meta3d_blocks": 1,
+    "num_meta3d_blocks": _L1.num_meta3d_blocks,
     "distillation": True,
     "use_layer_scale": True,
     "layer_scale_init_value": 1e-5,
@@ -257,7 +257,7 @@ class EfficientFormerConfig:
 
     def num_parameters(self) -> int:
         """Number of elements of every tensor of the two-head classifier (parameters and buffers)."""
-        from .checkpoints import expected_shapes
+        from .checkpoints.shapes import expected_shapes
 
         return sum(math.prod(shape) for shape in expected_shapes(self).values())
 
@@ -317,10 +317,10 @@ class EfficientFormerConfig:
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, **kwargs: Any) -> "EfficientFormerConfig":
-        """Read `config.json` from a folder, a file or a hub id (see `efficientformer.hub`)."""
-        from .hub import resolve_file
+        """Read `config.json` from a folder, a file or a hub id (see `efficientformer.checkpoints.hub`)."""
+        from .checkpoints.hub import resolve_file
 
-        hub_kwargs = {k: kwargs.pop(k) for k in ("revision", "cache_dir", "local_files_only", "token") if k in kwargs}
+        hub_kwargs = {k: kwargs.pop(k) for k in HUB_KEYWORDS if k in kwargs}
         path = name_or_path if os.path.isfile(name_or_path) else resolve_file(name_or_path, CONFIG_NAME, **hub_kwargs)
         return cls.from_dict(read_json_object(path), **kwargs)
 

@@ -29,13 +29,14 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
+from .constants import CONFIG_NAME, PREPROCESSOR_NAME, PYTORCH_BIN_NAME, SAFETENSORS_NAME, TF_WEIGHTS_NAME
 from .errors import InputError
 
 # Files that make up a saved model in any layout we write; a new model replaces all of them, so no
 # stale weights of an older model stay beside the new ones.
 MODEL_FILES = frozenset({
-    "config.json", "preprocessor_config.json", "model.safetensors", "pytorch_model.bin", "tf_model.h5",
-    "model.safetensors.index.json", "pytorch_model.bin.index.json", "tf_model.h5.index.json",
+    CONFIG_NAME, PREPROCESSOR_NAME, SAFETENSORS_NAME, PYTORCH_BIN_NAME, TF_WEIGHTS_NAME,
+    *(f"{name}.index.json" for name in (SAFETENSORS_NAME, PYTORCH_BIN_NAME, TF_WEIGHTS_NAME)),
     "open_clip_config.json", "pytorch_model.pth", "model.pth",
 })
 # shards of a split checkpoint (transformers' `model-00001-of-00003.safetensors` naming) are model files too

@@ -10,8 +10,8 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from .constants import IMAGENET_MEAN, IMAGENET_STD
+
 # The preprocessing of the released checkpoints (their preprocessor_config.json).
 RELEASED_PREPROCESSING: dict[str, Any] = {
     "size": {"shortest_edge": 256}, "crop_size": {"height": 224, "width": 224}, "resample": 3,

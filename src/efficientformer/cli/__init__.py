@@ -23,6 +23,18 @@ COMMANDS = {
 }
 
 
+def require_positive(*flags: tuple[str, int]) -> None:
+    """Refuse counts below 1, naming each flag: `require_positive(("--batch-size", args.batch_size))`. The one
+    check of the commands' count options, raised before any model or image is read."""
+    if all(value >= 1 for _, value in flags):
+        return
+    from ..errors import InputError
+
+    names = " and ".join(name for name, _ in flags)
+    values = " and ".join(str(value) for _, value in flags)
+    raise InputError(f"{names} must be positive, got {values}.")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .._version import __version__
 

@@ -48,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import sys
 
-    from ..bench import environment, format_table, quiet_compiler, rows_as_dicts, run_benchmark, tune_cpu_allocator
+    from ..benchmarking import environment, format_table, quiet_compiler, rows_as_dicts, run_benchmark, tune_cpu_allocator
     from ..errors import InputError
 
     if args.threads:

@@ -42,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..convert import convert
+    from ..checkpoints.conversion import convert
 
     result = convert(args.src, args.dst, format=args.format, dtype=args.dtype, verify=args.verify,
                      allow_training_args=args.allow_training_args, overwrite=args.overwrite,

@@ -39,15 +39,10 @@ def _items(source: str, split: str):
     from ..training import data as D
 
     if not source.startswith("hf:") and D.is_idx_folder(source):
-        from pathlib import Path
-
-        prefix = D._SPLIT_FILE_PREFIX.get(split, split)
-        folder = Path(source)
-        images = D.read_idx(D._idx_file(folder, prefix, "images-idx3-ubyte"))
-        labels = D.read_idx(D._idx_file(folder, prefix, "labels-idx1-ubyte")).astype(np.int64)
-        names = list(D.FASHION_MNIST_CLASSES if "fashion" in str(folder.resolve()).lower() else map(str, range(10)))
-        return list(images), labels, names
-    dataset = D.load_dataset(source, split, D.DataSpec(size=32))  # size unused: we read the raw images
+        images, labels, names = D.read_idx_split(source, split)
+        return list(images), labels.astype(np.int64), list(names)
+    # size unused (we read the raw images); unreadable files are reported one by one while evaluating
+    dataset = D.load_dataset(source, split, D.DataSpec(size=32, check_files=False))
     if isinstance(dataset, D.FileImageDataset):
         return list(dataset.paths), dataset.labels.numpy(), dataset.class_names
     if isinstance(dataset, D.HFImageDataset):
@@ -73,17 +68,19 @@ def run(args: argparse.Namespace) -> int:
     import os
 
     import numpy as np
+    import torch
 
+    from ..bundled import default_model_path
     from ..classifier import ImageClassifier
     from ..errors import CheckpointError, InputError
-    from ..training.metrics import confusion_matrix, draw_confusion_matrix
-    from ..bundled import default_model_path
+    from ..training.evaluation import Tally
+    from ..training.metrics import draw_confusion_matrix
+    from . import require_positive
 
     model = args.model or default_model_path()
     if args.model is None and not os.path.isdir(model):
         raise CheckpointError("no default model is bundled with this installation; pass --model.")
-    if args.batch_size < 1:
-        raise InputError(f"--batch-size must be positive, got {args.batch_size}.")
+    require_positive(("--batch-size", args.batch_size))
     images, labels, names = _items(args.data, args.split)
     if args.limit is not None:
         images, labels = images[:args.limit], labels[:args.limit]
@@ -92,10 +89,9 @@ def run(args: argparse.Namespace) -> int:
     classifier = ImageClassifier.from_pretrained(model, device=args.device)
     model_labels = classifier.labels
     to_model = np.asarray(_label_map(names, model_labels))
-    targets = to_model[np.asarray(labels)]
+    targets = torch.from_numpy(to_model[np.asarray(labels)])
     num_classes = len(model_labels)
-    top1 = np.empty(len(images), dtype=np.int64)
-    hit5 = np.empty(len(images), dtype=bool)
+    tally = Tally(num_classes, getattr(classifier, "device", "cpu"))
     bar = None
     try:
         from tqdm import tqdm
@@ -103,21 +99,28 @@ def run(args: argparse.Namespace) -> int:
         bar = tqdm(total=len(images), file=sys.stderr, unit="img", desc="evaluating")
     except ImportError:
         pass
+    skipped = 0
     for start in range(0, len(images), args.batch_size):
-        chunk = images[start:start + args.batch_size]
-        logits = classifier.logits(chunk)
-        k = min(5, logits.shape[1])
-        top = logits.topk(k, dim=1).indices.cpu().numpy()
-        top1[start:start + len(chunk)] = top[:, 0]
-        hit5[start:start + len(chunk)] = (top == targets[start:start + len(chunk), None]).any(1)
+        chunk, chunk_targets = images[start:start + args.batch_size], targets[start:start + args.batch_size]
+        try:
+            tally.add(classifier.logits(chunk), chunk_targets)
+        except InputError:
+            # one unreadable image (truncated, not an image, a decompression bomb) must not lose its batch:
+            # score the batch image by image, report each bad one, and go on as `predict` does
+            for image, target in zip(chunk, chunk_targets):
+                try:
+                    tally.add(classifier.logits([image]), target[None])
+                except InputError as err:
+                    skipped += 1
+                    print(f"skipped: {err}", file=sys.stderr)
         if bar is not None:
             bar.update(len(chunk))
     if bar is not None:
         bar.close()
-    n = len(images)
-    acc1 = 100.0 * float((top1 == targets).sum()) / n
-    acc5 = 100.0 * float(hit5.sum()) / n
-    matrix = confusion_matrix(top1, targets, num_classes)
+    if skipped == len(images):
+        raise InputError(f"none of the {len(images)} images of {args.data} could be read; see the messages above.")
+    result = tally.result()
+    n, acc1, acc5, matrix = result.count, result.top1, result.top5, result.confusion
     print(f"model: {model}")
     print(f"data:  {args.data} ({n} images)")
     print(f"top-1: {acc1:.2f}%")
@@ -135,5 +138,9 @@ def run(args: argparse.Namespace) -> int:
         from ..fileio import write_json  # atomic: a kill never leaves half a JSON file
 
         write_json(args.json, {"model": str(model), "data": args.data, "images": n, "top1": acc1, "top5": acc5,
-                               "confusion": matrix.tolist(), "labels": label_names})
+                               "confusion": matrix.tolist(), "labels": label_names, "skipped": skipped})
+    if skipped:
+        print(f"{skipped} of {len(images)} images could not be read and were left out (listed on stderr).",
+              file=sys.stderr)
+        return 1
     return 0

@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     import os
 
     from ..errors import InputError
-    from ..exporters import check_output_path, export, load_model
+    from ..deploy.export import check_output_path, export, load_model
 
     if args.quantize and args.format != "tflite":
         raise InputError("--quantize applies to --format tflite only.")

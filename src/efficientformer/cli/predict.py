@@ -135,7 +135,7 @@ def _identity(path: str, strict: bool = False):
 def _search_folder(folder: str, seen_dirs: set, skipped: list) -> list[str] | None:
     """Image files under `folder` (links followed, each real folder once; None when it was searched already),
     appending everything else found to `skipped`."""
-    from ..image_io import image_suffixes
+    from ..preprocessing.image_io import image_suffixes
 
     found: list[str] = []
     stack, first = [folder], True
@@ -231,11 +231,11 @@ def _progress(total: int):
 
 def run(args: argparse.Namespace) -> int:
     from ..classifier import ImageClassifier
-    from ..image_io import open_image
+    from ..preprocessing.image_io import open_image
     from ..errors import CheckpointError, InputError
+    from . import require_positive
 
-    if args.top_k < 1 or args.batch_size < 1:
-        raise InputError(f"--top-k and --batch-size must be positive, got {args.top_k} and {args.batch_size}.")
+    require_positive(("--top-k", args.top_k), ("--batch-size", args.batch_size))
     model = args.model
     if model is None:
         model = default_model_path()

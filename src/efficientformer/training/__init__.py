@@ -5,8 +5,10 @@ The pieces, each usable on its own:
 * `data`: image folders, CSV files, IDX files (Fashion-MNIST) and Hugging Face datasets as uint8 batches;
 * `augment`: random resized crop, flips, RandAugment-style operations, random erasing, mixup/cutmix,
   label smoothing, all on batches in plain PyTorch;
-* `trainer`: `TrainConfig` and `train()` (AdamW, warmup + cosine, EMA, clipping, bf16/fp16, stochastic
-  depth, hard/soft distillation, DDP through torchrun, exact resume);
+* `settings`: `TrainConfig`, every option of a run, checked before anything is built;
+* `trainer`: `train()`, the run from start to export, built from `run` (setting up, saving and resuming a
+  run's state), `epoch` (one epoch of optimizer steps and its log lines) and `optim` (AdamW's parameter
+  groups, warmup + cosine, EMA); bf16/fp16, stochastic depth, hard/soft distillation, DDP through torchrun;
 * `checkpoint`: atomic checkpoint files and random-generator states;
 * `evaluation`: top-1/top-5 and confusion matrices; `metrics`: JSONL/CSV logs and PNG pictures.
 
@@ -17,21 +19,14 @@ Example:
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from .._lazy import lazy_exports
 
-_EXPORTS = {
-    "TrainConfig": "settings",
-    "TrainResult": "trainer",
-    "train": "trainer",
-    "evaluate": "evaluation",
-    "EvalResult": "evaluation",
-    "load_dataset": "data",
-    "load_idx": "data",
-    "DataSpec": "data",
-    "BatchAugment": "augment",
-    "AugmentConfig": "settings",
-    "MixupCutmix": "augment",
+_EXPORTS = {  # name -> module of this package, imported on first use
+    **dict.fromkeys(["TrainConfig", "AugmentConfig"], "settings"),
+    **dict.fromkeys(["TrainResult", "train"], "trainer"),
+    **dict.fromkeys(["evaluate", "EvalResult"], "evaluation"),
+    **dict.fromkeys(["load_dataset", "load_idx", "DataSpec"], "data"),
+    **dict.fromkeys(["BatchAugment", "MixupCutmix"], "augment"),
     "build_model": "build",
     "load_teacher": "teacher",
 }
@@ -39,9 +34,4 @@ _EXPORTS = {
 __all__ = list(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'efficientformer.training' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-    globals()[name] = value
-    return value
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -6,6 +6,7 @@ import math
 import os
 from typing import Any, Sequence
 
+from ..constants import REDUCTION
 from ..errors import ConfigError
 
 ARCH_FIELDS = ("depths", "hidden_sizes", "num_meta3d_blocks", "num_attention_heads", "key_dim",
@@ -36,11 +37,9 @@ def build_model(model: str = "l1", class_names: Sequence[str] = (), *, config_pa
         ConfigError: an inconsistent shape; CheckpointError: unreadable weights.
     """
     from ..config import EfficientFormerConfig
-    from ..modeling_torch import EfficientFormerForImageClassification, EfficientFormerForImageClassificationWithTeacher
-    from ..presets import VARIANTS
+    from ..factory import create_model, preset_name
 
-    cls = (EfficientFormerForImageClassificationWithTeacher if distillation_head
-           else EfficientFormerForImageClassification)
+    task = "distillation" if distillation_head else "classification"
     labels = {i: str(name) for i, name in enumerate(class_names)}
     arch = {k: v for k, v in (arch or {}).items() if v is not None}
     unknown = set(arch) - set(ARCH_FIELDS)
@@ -49,14 +48,13 @@ def build_model(model: str = "l1", class_names: Sequence[str] = (), *, config_pa
     overrides: dict[str, Any] = {}
     if drop_path_rate is not None:
         overrides["drop_path_rate"] = float(drop_path_rate)
-    pretrained = config_path is None and model.lower() not in VARIANTS
-    if pretrained:
+    if config_path is None and preset_name(model) is None:  # pretrained weights, new heads where classes differ
         if arch:
             raise ConfigError("architecture overrides (--depths, --hidden-sizes, ...) only apply to new models; "
                               "drop them or start from a preset.")
         if image_size is not None:
             overrides["image_size"] = int(image_size)
-        return cls.from_pretrained(model, id2label=labels, ignore_mismatched_sizes=True, **overrides).train()
+        return create_model(model, task=task, ignore_mismatched_sizes=True, id2label=labels, **overrides).train()
     if config_path is not None:
         if not os.path.isfile(config_path):
             raise ConfigError(f"config file {config_path} does not exist.")
@@ -70,9 +68,9 @@ def build_model(model: str = "l1", class_names: Sequence[str] = (), *, config_pa
         arch["depths"] = [int(v) for v in arch["depths"]]
     if image_size is not None:
         overrides["image_size"] = int(image_size)
-        overrides["resolution"] = max(1, math.ceil(int(image_size) / 32))
+        overrides["resolution"] = max(1, math.ceil(int(image_size) / REDUCTION))
     if num_channels is not None:
         overrides["num_channels"] = int(num_channels)
-    config = config.copy(id2label=labels, **arch, **overrides)
-    config.distillation = bool(distillation_head)
-    return cls(config).train()
+    # random weights from the constructor's initialization (torch's global generator, seeded by the trainer)
+    return create_model(config, task=task, id2label=labels, distillation=bool(distillation_head), **arch,
+                        **overrides).train()

@@ -35,8 +35,8 @@ import numpy as np
 import torch
 
 from ..errors import InputError, require
-from ..image_io import image_suffixes, open_lazily
-from ..resize import usable_cores
+from ..preprocessing.image_io import image_suffixes, open_lazily
+from ..preprocessing.resize import usable_cores
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")  # named in
 # messages; a folder search takes every extension Pillow decodes (`image_io.image_suffixes`, .jfif included)
@@ -218,14 +218,18 @@ class HFImageDataset(torch.utils.data.Dataset):
                               self.size, self.channels, self.resample, self.source)
 
 
-def _check_labels(labels: torch.Tensor, num_classes: int, name_of) -> None:
-    if labels.numel() == 0:
-        return
-    bad = ((labels < 0) | (labels >= num_classes)).nonzero()
-    if bad.numel():
-        i = int(bad[0, 0])
-        raise InputError(f"label {int(labels[i])} of {name_of(i)} is out of range: there are {num_classes} classes "
-                         f"(0..{num_classes - 1}); fix the label or the class list.")
+def _check_labels(labels: torch.Tensor | Sequence[int], num_classes: int, name_of) -> None:
+    """The one range check of class indices (every dataset kind, CSV rows included): refuse the first label
+    outside 0..num_classes-1, naming where it is (`name_of(i)` for the i-th label). A list is checked as
+    Python integers, so a label too large for int64 is named too."""
+    if isinstance(labels, torch.Tensor):
+        bad = ((labels < 0) | (labels >= num_classes)).nonzero()
+        first = int(bad[0, 0]) if bad.numel() else None
+    else:
+        first = next((i for i, value in enumerate(labels) if not 0 <= value < num_classes), None)
+    if first is not None:
+        raise InputError(f"{name_of(first)}: label {int(labels[first])} is out of range; there are {num_classes} "
+                         f"classes (0..{num_classes - 1}); fix the label or the class list.")
 
 
 # ----------------------------------------------------------------------------------------- IDX files
@@ -273,6 +277,25 @@ def is_idx_folder(folder: str | os.PathLike) -> bool:
     return folder.is_dir() and any(p.name.startswith(("train-images", "t10k-images")) for p in folder.iterdir())
 
 
+def read_idx_split(folder: str | os.PathLike, split: str,
+                   class_names: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray, Sequence[str]]:
+    """(images (N, H, W) uint8, labels (N,), class names) of one split of an IDX folder, checked once for every
+    reader (`load_idx`, `efficientformer eval`). The class names default to Fashion-MNIST's when the folder name
+    contains "fashion", else the digits."""
+    folder = Path(folder)
+    prefix = _SPLIT_FILE_PREFIX.get(split)
+    if prefix is None:
+        raise InputError(f"unknown split {split!r} for IDX files; use 'train' or 'test'.")
+    images = read_idx(_idx_file(folder, prefix, "images-idx3-ubyte"))
+    labels = read_idx(_idx_file(folder, prefix, "labels-idx1-ubyte"))
+    if images.ndim != 3 or labels.ndim != 1:
+        raise InputError(f"{folder}: expected images (N, H, W) and labels (N,), got {images.shape} and {labels.shape}.")
+    if class_names is None:
+        class_names = FASHION_MNIST_CLASSES if "fashion" in str(folder.resolve()).lower() else \
+            tuple(str(i) for i in range(10))
+    return images, labels, class_names
+
+
 def load_idx(folder: str | os.PathLike, split: str = "train", size: int | None = None, channels: int = 1,
              resample: int = 2, class_names: Sequence[str] | None = None) -> TensorImageDataset:
     """MNIST-style IDX files of one split as a `TensorImageDataset` (uint8, (N, channels, size, size)).
@@ -291,16 +314,7 @@ def load_idx(folder: str | os.PathLike, split: str = "train", size: int | None =
         torch.Size([10000, 1, 64, 64])
     """
     folder = Path(folder)
-    prefix = _SPLIT_FILE_PREFIX.get(split)
-    if prefix is None:
-        raise InputError(f"unknown split {split!r} for IDX files; use 'train' or 'test'.")
-    images = read_idx(_idx_file(folder, prefix, "images-idx3-ubyte"))
-    labels = read_idx(_idx_file(folder, prefix, "labels-idx1-ubyte"))
-    if images.ndim != 3 or labels.ndim != 1:
-        raise InputError(f"{folder}: expected images (N, H, W) and labels (N,), got {images.shape} and {labels.shape}.")
-    if class_names is None:
-        class_names = FASHION_MNIST_CLASSES if "fashion" in str(folder.resolve()).lower() else \
-            tuple(str(i) for i in range(10))
+    images, labels, class_names = read_idx_split(folder, split, class_names)
     tensor = torch.from_numpy(images.copy())[:, None]
     if size is not None and size != images.shape[1]:
         from PIL import Image
@@ -403,10 +417,7 @@ def read_csv_labels(path: str | os.PathLike, class_names: Sequence[str] | None =
         values = [int(label) for _, _, label in rows]
         count = len(class_names) if class_names else (num_classes or max(values) + 1)
         names = list(class_names) if class_names else [str(i) for i in range(count)]
-        for (line_no, _, _), value in zip(rows, values):
-            if not 0 <= value < count:
-                raise InputError(f"{path} line {line_no}: label {value} is out of range; there are {count} classes "
-                                 f"(0..{count - 1}).")
+        _check_labels(values, count, lambda i: f"{path} line {rows[i][0]}")
         unused = sorted(set(range(count)) - set(values))
         if unused and not class_names and not num_classes:
             listed = ", ".join(map(str, unused[:5])) + (", ..." if len(unused) > 5 else "")
@@ -446,6 +457,7 @@ class DataSpec:
     channels: int = 3
     resample: int = 2
     in_memory: bool = False
+    check_files: bool = True  # open every header up front (training); evaluation reports bad files as it goes
 
 
 def load_dataset(source: str | os.PathLike, split: str = "train", spec: DataSpec | None = None,
@@ -479,7 +491,8 @@ def load_dataset(source: str | os.PathLike, split: str = "train", spec: DataSpec
             raise InputError(f"{path} is a file but not a .csv; give a CSV of path,label rows or a folder.")
         paths, labels, names = read_csv_labels(path, class_names)
         _check_found_classes(names, labels, str(path), split, class_names)
-        dataset = FileImageDataset(paths, labels, names, spec.size, spec.channels, spec.resample, source=str(path))
+        dataset = FileImageDataset(paths, labels, names, spec.size, spec.channels, spec.resample,
+                                   check=spec.check_files, source=str(path))
     elif is_idx_folder(path):
         return load_idx(path, split, spec.size, spec.channels, spec.resample, class_names)
     else:
@@ -489,7 +502,8 @@ def load_dataset(source: str | os.PathLike, split: str = "train", spec: DataSpec
             names = _reorder(names, class_names, sub)
             labels = [list(class_names).index(scan) for scan in (_name_of(p, sub) for p in paths)]
         _check_found_classes(names, labels, str(sub), split, class_names)
-        dataset = FileImageDataset(paths, labels, names, spec.size, spec.channels, spec.resample, source=str(sub))
+        dataset = FileImageDataset(paths, labels, names, spec.size, spec.channels, spec.resample,
+                                   check=spec.check_files, source=str(sub))
     return dataset.load_all() if spec.in_memory else dataset
 
 

@@ -12,7 +12,6 @@ import torch.nn.functional as F
 from .augment import normalize, to_float
 from .data import epoch_batches, iterate_batches
 from .distributed import DistContext, all_reduce_sum
-from .metrics import confusion_matrix
 
 
 @dataclass
@@ -61,36 +60,54 @@ def evaluate(model: torch.nn.Module, dataset, *, image_size: int, mean: Sequence
     model.eval()
     batches = epoch_batches(len(dataset), batch_size, 0, 0, ctx.rank, ctx.world_size, shuffle=False,
                             drop_last=False)
-    sums = torch.zeros(3, dtype=torch.float64, device=device)  # correct@1, correct@5, loss sum
-    count = torch.zeros(1, dtype=torch.float64, device=device)
-    confusion = torch.zeros(num_classes, num_classes, dtype=torch.float64, device=device)
+    tally = Tally(num_classes, device)
     for images, labels in iterate_batches(dataset, batches, device, workers):
         x = normalize(to_float(images, image_size), mean, std, channels)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast_context(device, precision):
             out = model(x)
-        logits = (out if isinstance(out, torch.Tensor) else out.logits).float()
-        k = min(5, logits.shape[1])
-        top = logits.topk(k, dim=1).indices
-        sums[0] += (top[:, 0] == labels).sum()
-        sums[1] += (top == labels[:, None]).any(1).sum()
-        sums[2] += F.cross_entropy(logits, labels, reduction="sum")
-        count += labels.numel()
-        confusion.index_put_((labels, top[:, 0]), torch.ones_like(labels, dtype=torch.float64), accumulate=True)
-    all_reduce_sum(sums, ctx)
-    all_reduce_sum(count, ctx)
-    all_reduce_sum(confusion, ctx)
+        tally.add(out if isinstance(out, torch.Tensor) else out.logits, labels)
+    tally.all_reduce(ctx)
     model.train(was_training)
-    n = max(float(count), 1.0)
-    return EvalResult(top1=100.0 * float(sums[0]) / n, top5=100.0 * float(sums[1]) / n, loss=float(sums[2]) / n,
-                      count=int(count), confusion=confusion.cpu().numpy().astype(np.int64))
+    return tally.result()
 
 
-def evaluate_predictions(predictions: np.ndarray, top5_hits: np.ndarray, labels: np.ndarray,
-                         num_classes: int) -> EvalResult:
-    """An `EvalResult` from precomputed predictions (used by the `eval` command)."""
-    n = max(len(labels), 1)
-    return EvalResult(top1=100.0 * float((predictions == labels).sum()) / n,
-                      top5=100.0 * float(top5_hits.sum()) / n, loss=float("nan"), count=len(labels),
-                      confusion=confusion_matrix(predictions, labels, num_classes))
+class Tally:
+    """Running counts over batches of logits: top-1 and top-5 hits, the cross-entropy sum and the confusion
+    matrix. The one place these figures are computed (`evaluate` here, `efficientformer eval` too).
+
+    Args:
+        num_classes: K, the logits' width; labels are class indices 0..K-1.
+        device: where the counts live (the logits' device, so a batch is counted without a copy).
+    """
+
+    def __init__(self, num_classes: int, device: torch.device | str = "cpu") -> None:
+        self.sums = torch.zeros(3, dtype=torch.float64, device=device)  # correct@1, correct@5, loss sum
+        self.count = torch.zeros(1, dtype=torch.float64, device=device)
+        self.confusion = torch.zeros(num_classes, num_classes, dtype=torch.float64, device=device)
+
+    def add(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Count one batch: logits (B, K), labels (B,). Returns the top-1 predictions (B,)."""
+        logits = torch.as_tensor(logits).float()
+        labels = torch.as_tensor(labels, device=logits.device)
+        top = logits.topk(min(5, logits.shape[1]), dim=1).indices  # (B, min(5, K))
+        self.sums[0] += (top[:, 0] == labels).sum()
+        self.sums[1] += (top == labels[:, None]).any(1).sum()
+        self.sums[2] += F.cross_entropy(logits, labels, reduction="sum")
+        self.count += labels.numel()
+        self.confusion.index_put_((labels, top[:, 0]), torch.ones_like(labels, dtype=torch.float64),
+                                  accumulate=True)
+        return top[:, 0]
+
+    def all_reduce(self, ctx: DistContext) -> None:
+        """Sum the counts of every process (a no-op in a single process)."""
+        all_reduce_sum(self.sums, ctx)
+        all_reduce_sum(self.count, ctx)
+        all_reduce_sum(self.confusion, ctx)
+
+    def result(self) -> EvalResult:
+        n = max(float(self.count), 1.0)
+        return EvalResult(top1=100.0 * float(self.sums[0]) / n, top5=100.0 * float(self.sums[1]) / n,
+                          loss=float(self.sums[2]) / n, count=int(self.count),
+                          confusion=self.confusion.cpu().numpy().astype(np.int64))

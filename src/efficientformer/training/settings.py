@@ -12,6 +12,7 @@ import numbers
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+from ..constants import MIN_IMAGE_SIZE
 from ..errors import ConfigError
 
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -139,8 +140,9 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "image_size"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)} must be at least 1.")
-        if self.image_size < 32:
-            raise ConfigError(f"image_size={self.image_size} is below 32, the smallest input EfficientFormer takes.")
+        if self.image_size < MIN_IMAGE_SIZE:
+            raise ConfigError(f"image_size={self.image_size} is below {MIN_IMAGE_SIZE}, the smallest input "
+                              "EfficientFormer takes.")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"ema_decay={self.ema_decay} must be in [0, 1).")
         if not 0.0 <= self.label_smoothing < 1.0:

@@ -42,18 +42,15 @@ def load_teacher(spec: str, num_labels: int, device: torch.device | str = "cpu")
             model = timm.create_model(name, pretrained=True)
         classes = getattr(model, "num_classes", None)
     else:
-        from ..checkpoints import load_checkpoint
-        from ..modeling_torch import (
-            EfficientFormerForImageClassification,
-            EfficientFormerForImageClassificationWithTeacher,
-        )
-        from ..presets import VARIANTS, WEIGHTS
+        from ..factory import create_model
 
-        checkpoint = load_checkpoint(WEIGHTS[spec.lower()].hub_id if spec.lower() in VARIANTS else spec)
-        two_heads = any(key.endswith("distillation_classifier.weight") for key in checkpoint.state_dict)
-        cls = EfficientFormerForImageClassificationWithTeacher if two_heads else EfficientFormerForImageClassification
-        model = cls(checkpoint.config)
-        model.load_pretrained_state_dict(checkpoint.state_dict)
+        # a preset name is its released checkpoint; a checkpoint is the class its heads make it
+        model = create_model(spec, pretrained=True)
+        if not hasattr(model, "classifier"):
+            from ..errors import CheckpointError
+
+            raise CheckpointError(f"the teacher {spec} is a backbone without a classification head; distil from a "
+                                  "classifier.")
         classes = model.config.num_labels
     if classes is not None and classes != num_labels:
         raise ConfigError(f"the teacher {spec} predicts {classes} classes but the student has {num_labels}; "
@@ -73,7 +70,7 @@ def _read_state_dict(path: str, own: dict[str, torch.Tensor]) -> dict[str, torch
     """The tensors of a timm checkpoint for a model whose state dict is `own`, read as every weights file is:
     no pickled code runs, and a zip bomb, a NaN tensor (it would make every loss NaN) or an integer tensor
     where the model has a float weight (load_state_dict would cast it silently) is refused in one sentence."""
-    from ..checkpoints import check_tensors, read_state_dict
+    from ..checkpoints.loading import check_tensors, read_state_dict
     from ..errors import CheckpointError
 
     state = read_state_dict(path)

@@ -20,7 +20,7 @@ new, eval-only network (`FusedEfficientFormer`) that computes the same function 
   float32, bfloat16 or float16;
 - `torch.compile` (any of its modes) and CUDA-graph replay per batch bucket and image size, and on CUDA
   a Triton kernel that runs a whole Meta4D block in one pass (`kernels="triton"`, see
-  `efficientformer.kernels`): the defaults on CUDA, where `optimize(model, device="cuda")` picks the
+  `efficientformer.deploy.kernels`): the defaults on CUDA, where `optimize(model, device="cuda")` picks the
   fastest mode measured; any sequence of input shapes keeps working (see `OptimizedEfficientFormer`).
 
 The source model is never modified (its weights are read and copied), so training code is unaffected;
@@ -50,7 +50,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
-from .errors import ConfigError, InputError, require
+from ..errors import ConfigError, InputError, require
 
 torch = require("torch", "torch", "efficientformer.optimize")
 from torch import nn
@@ -194,7 +194,7 @@ class FusedMeta4D(nn.Module):
         self.activation_name = activation
         self.gelu_epilogue = False  # set by optimize(gelu_epilogue=True)
         self.triton = False
-        self.triton_min_rows = 16384  # below this many pixels (small batches) the kernel has too few tiles
+        self.triton_min_rows = 0  # at every batch: with small tiles (kernels.TUNED_SMALL) it wins at batch 1 and 8 too
         dim = mlp.convolution1.in_channels
         self.pool_size = int(pool.kernel_size if isinstance(pool.kernel_size, int) else pool.kernel_size[0])
         self.activation = copy.deepcopy(mlp.activation)
@@ -208,7 +208,7 @@ class FusedMeta4D(nn.Module):
         _buffer(self, "b2", b2 * s2)
 
     def enable_triton(self) -> bool:
-        """Run this block as one Triton kernel (`efficientformer.kernels`) when its input is a channels-last
+        """Run this block as one Triton kernel (`efficientformer.deploy.kernels`) when its input is a channels-last
         CUDA tensor. Call after the module has its final device and dtype. Returns whether it is supported."""
         from . import kernels
 
@@ -281,20 +281,16 @@ class FusedMeta3D(nn.Module):
     def add_grid(self, grid: tuple[int, int], register: bool = False) -> torch.Tensor:
         """Gather (and keep) the (heads, N, N) bias of a token grid; the model's own recipe: the (heads, R, R)
         table resized bilinearly with aligned corners when the grid is not R x R."""
-        from .attention_bias import bias_index
+        from ..models.pytorch.layers import grid_bias
 
         if grid in self.biases:
             return self.biases[grid]
-        table = self.table.view(1, self.heads, self.resolution, self.resolution)
-        if grid != (self.resolution, self.resolution):
-            table = F.interpolate(table.float(), size=grid, mode="bilinear", align_corners=True).to(self.table.dtype)
-        table = table.reshape(self.heads, grid[0] * grid[1])
-        index = torch.tensor(bias_index(*grid), device=table.device)
+        bias = grid_bias(self.table, self.resolution, grid)  # the model's own recipe, on the float64 table
         n = grid[0] * grid[1]
         # Pad the key axis to a multiple of 8 and keep a view: the memory-efficient attention kernels need
         # an aligned mask stride, and would otherwise copy the mask into a padded buffer on every call.
-        padded = table.new_zeros(1, self.heads, n, -(-n // 8) * 8)
-        padded[0, :, :, :n] = table[:, index]
+        padded = bias.new_zeros(1, self.heads, n, -(-n // 8) * 8)
+        padded[0, :, :, :n] = bias
         if register:
             self.register_buffer(f"bias_{grid[0]}x{grid[1]}", padded, persistent=False)
         self.biases[grid] = padded
@@ -375,8 +371,7 @@ class FusedEfficientFormer(nn.Module):
 
     def __init__(self, model: nn.Module, image_size: tuple[int, int] | None = None) -> None:
         super().__init__()
-        from .attention_bias import token_grid
-        from .modeling_torch import Downsample, IntermediateStage
+        from ..models.architecture import DownsamplePlan, plan
 
         backbone = getattr(model, "efficientformer", model)
         config = backbone.config
@@ -384,17 +379,17 @@ class FusedEfficientFormer(nn.Module):
         self.num_channels = config.num_channels
         size = image_size or (config.image_size, config.image_size)
         self.image_size = (int(size[0]), int(size[1]))
-        grids = [token_grid(*self.image_size)]
+        network = plan(config)  # the stages and Downsamples, as the encoder was built from them
+        grids = [network.token_grid(*self.image_size)]
         self.grid = grids[0]
         self.stem = FusedStem(backbone.patch_embed)
         stages: list[nn.Module] = []
-        for module in backbone.encoder.intermediate_stages:
-            if isinstance(module, IntermediateStage):
-                stages.extend(FusedMeta4D(b, config.hidden_act) for b in module.meta4D_layers.blocks)
-            elif isinstance(module, Downsample):
+        for item in network.layout:
+            module = backbone.encoder.intermediate_stages[item.position]
+            if isinstance(item, DownsamplePlan):
                 stages.append(FusedDownsample(module))
-            else:  # pragma: no cover - the encoder holds only these two kinds
-                raise ConfigError(f"cannot fuse a {type(module).__name__} in the encoder.")
+            else:
+                stages.extend(FusedMeta4D(b, config.hidden_act) for b in module.meta4D_layers.blocks)
         last = backbone.encoder.last_stage
         stages.extend(FusedMeta4D(b, config.hidden_act) for b in last.meta4D_layers.blocks)
         self.convs = nn.Sequential(*stages)
@@ -664,9 +659,9 @@ class OptimizedEfficientFormer(nn.Module):
             warnings.warn(message, RuntimeWarning, stacklevel=4)
 
     def _prepare_grid(self, height: int, width: int) -> None:
-        from .attention_bias import token_grid
+        from ..models.architecture import plan
 
-        grid = token_grid(height, width)
+        grid = plan(self.fused.config).token_grid(height, width)
         for block in self.fused.blocks3d:
             if grid not in block.biases:
                 block.add_grid(grid)
@@ -723,7 +718,7 @@ def optimize(model: nn.Module, image_size: tuple[int, int] | int | None = None, 
         cuda_graphs: capture and replay a CUDA graph per (batch bucket, image size) (CUDA only). Default None:
             on for CUDA. Combine with compile="default" or "max-autotune-no-cudagraphs" rather than a mode
             that makes its own graphs.
-        kernels: "triton" runs each Meta4D block as one fused Triton kernel (`efficientformer.kernels`: pooling,
+        kernels: "triton" runs each Meta4D block as one fused Triton kernel (`efficientformer.deploy.kernels`: pooling,
             both 1x1 convs and the residual in one pass; CUDA, bf16/fp16, channels-last); None (or False,
             "none") uses PyTorch operators only. Default "auto": "triton" where it can run, else None.
         triton_max_channels: with the Triton kernel, only blocks at most this wide use it (default 128: on an

@@ -3,7 +3,7 @@ network with the same weights, in the same process.
 
 `run_benchmark(...)` builds our `EfficientFormerForImageClassificationWithTeacher` (random but
 realistic weights: BatchNorm statistics, layer scales and biases all non-trivial, or a checkpoint),
-copies the weights into `timm.create_model("efficientformer_lX")` through `efficientformer.key_mapping`
+copies the weights into `timm.create_model("efficientformer_lX")` through `efficientformer.checkpoints.keys`
 (timm's LayerNorm eps is set to the config's so both compute the same function), checks that every
 mode's logits agree with our float32 eager model, then times each mode:
 
@@ -12,7 +12,7 @@ mode's logits agree with our float32 eager model, then times each mode:
 
 timm is only needed for `compare="timm"`. Example:
 
-    >>> from efficientformer.bench import run_benchmark, format_table
+    >>> from efficientformer.benchmarking import run_benchmark, format_table
     >>> rows = run_benchmark("l1", device="cpu", batch_size=8, modes=["eager", "fused"], compare=None)  # doctest: +SKIP
     >>> print(format_table(rows))  # doctest: +SKIP
 """
@@ -27,9 +27,11 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .constants import DISTILLATION_HEAD
 from .errors import ConfigError, InputError, MissingDependencyError, require
+from .factory import create_model, randomize_
 
-torch = require("torch", "torch", "efficientformer.bench")
+torch = require("torch", "torch", "efficientformer.benchmarking")
 from torch import nn
 
 # Our modes: name -> optimize() arguments (None = the unfused model as it is). Each names every speed-up it
@@ -91,47 +93,12 @@ class Row:
 
 
 # ------------------------------------------------------------------------------------------ models
-def randomize_(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Give every weight and statistic a random, realistic value (in place) so that a wrong mapping or
-    folding shows: conv/linear weights ~ N(0, 1/fan_in), BatchNorm/LayerNorm affines ~ 1 + N(0, 0.2),
-    running means ~ N(0, 0.1), running variances ~ U(0.5, 1.5), layer scales ~ U(0.05, 0.55), attention
-    biases ~ N(0, 1)."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, tensor in model.named_parameters():
-            shape = tensor.shape
-            if "layer_scale" in name:
-                value = torch.rand(shape, generator=gen) * 0.5 + 0.05
-            elif "attention_biases" in name:
-                value = torch.randn(shape, generator=gen)
-            elif tensor.ndim == 1 and ("norm" in name):
-                value = (1.0 if name.endswith("weight") else 0.0) + 0.2 * torch.randn(shape, generator=gen)
-            elif tensor.ndim == 1:
-                value = 0.1 * torch.randn(shape, generator=gen)
-            else:
-                value = torch.randn(shape, generator=gen) / tensor[0].numel() ** 0.5
-            tensor.copy_(value)
-        for name, buffer in model.named_buffers():
-            if name.endswith("running_mean"):
-                buffer.copy_(0.1 * torch.randn(buffer.shape, generator=gen))
-            elif name.endswith("running_var"):
-                buffer.copy_(torch.rand(buffer.shape, generator=gen) + 0.5)
-    return model
-
-
 def build_model(model: str | nn.Module, seed: int = 0) -> nn.Module:
-    """Our WithTeacher model (eval, fp32, CPU) from "l1"/"l3"/"l7" (random weights), a checkpoint path or
-    hub id, or a model instance (returned as it is)."""
-    from .config import EfficientFormerConfig
-    from .modeling_torch import EfficientFormerForImageClassificationWithTeacher
-    from .presets import VARIANTS
-
+    """Our WithTeacher model (eval, fp32, CPU) from "l1"/"l3"/"l7" (random, realistic weights from `seed`:
+    `efficientformer.factory.randomize_`), a checkpoint path or hub id, or a model instance (as it is)."""
     if isinstance(model, nn.Module):
         return model.eval()
-    if model.lower() in VARIANTS:
-        config = EfficientFormerConfig.from_preset(model.lower())
-        return randomize_(EfficientFormerForImageClassificationWithTeacher(config), seed).eval()
-    return EfficientFormerForImageClassificationWithTeacher.from_pretrained(model).eval()
+    return create_model(model, task="distillation", seed=seed)
 
 
 def _timm_name(model: nn.Module) -> str | None:
@@ -152,7 +119,7 @@ def timm_unavailable(model: nn.Module) -> str | None:
         return "timm is not installed"
     if _timm_name(model) is None:
         return "timm has only the L1, L3 and L7 shapes"
-    if not hasattr(model, "distillation_classifier"):
+    if not hasattr(model, DISTILLATION_HEAD):
         return "timm's EfficientFormer always has two heads (benchmark the WithTeacher class)"
     return None
 
@@ -168,13 +135,13 @@ def timm_twin(model: nn.Module) -> nn.Module:
     except ImportError as err:
         raise MissingDependencyError(f"comparing with timm needs 'timm', which is not installed: pip install timm, "
                                      f"or pass --compare none ({err})") from None
-    from .key_mapping import Layout, convert_state_dict
+    from .checkpoints.keys import Layout, convert_state_dict
 
     config = model.config
     name = _timm_name(model)
     if name is None:
         raise ConfigError("timm has only the L1, L3 and L7 shapes; compare a preset-shaped model or pass --compare none.")
-    if not hasattr(model, "distillation_classifier"):
+    if not hasattr(model, DISTILLATION_HEAD):
         raise ConfigError("timm's EfficientFormer always has two heads; benchmark the WithTeacher class.")
     twin = timm.create_model(f"efficientformer_{name}", pretrained=False, num_classes=config.num_labels)
     state = {k: v for k, v in model.state_dict().items()}
@@ -250,7 +217,7 @@ def tune_cpu_allocator(threshold: int = 1 << 30) -> bool:
 
 # ------------------------------------------------------------------------------------------ runners
 def _our_runner(model: nn.Module, mode: str, device: torch.device, dtype: torch.dtype, image_size: int):
-    from .inference import optimize
+    from .deploy.optimize import optimize
 
     if mode == "eager":
         net = _copy_to(model, device, dtype)
@@ -267,7 +234,7 @@ def _copy_to(model: nn.Module, device: torch.device, dtype: torch.dtype) -> nn.M
 
 
 def _timm_runner(twin: nn.Module, mode: str, device: torch.device, dtype: torch.dtype, image_size: int = 224):
-    from .inference import capture_cuda_graph
+    from .deploy.optimize import capture_cuda_graph
 
     channels_last, compile_mode, graphs = TIMM_MODES[mode]
     net = _copy_to(twin, device, dtype)
@@ -302,7 +269,7 @@ def _onnxruntime_runner(model: nn.Module, image_size: int):
     import tempfile
 
     ort = require("onnxruntime", "export", "the onnxruntime benchmark row")
-    from .exporters import export_onnx
+    from .deploy.export import export_onnx
 
     folder = tempfile.mkdtemp(prefix="efficientformer-bench-")
     path = export_onnx(model, os.path.join(folder, "model.onnx"), image_size=(image_size, image_size),
@@ -386,7 +353,7 @@ def run_benchmark(model: str | nn.Module = "l1", *, device: str = "cpu", batch_s
     Raises:
         InputError: CUDA requested but not available, or unknown mode.
     """
-    from .inference import parse_dtype
+    from .deploy.optimize import parse_dtype
 
     started = time.perf_counter()
     dev = torch.device(device)

@@ -1,7 +1,7 @@
 """Export an EfficientFormer to deployment formats: ONNX, TorchScript, TFLite and Core ML.
 
 `export(model, path, format=...)` is the one entry point; each format also has its own function.
-Every exporter writes the folded inference network (`efficientformer.inference.fuse`: BatchNorms, layer
+Every exporter writes the folded inference network (`efficientformer.deploy.optimize.fuse`: BatchNorms, layer
 scales and LayerNorm affines folded, attention bias precomputed for the image size), and checks what it
 wrote against the PyTorch model where the format can be run here:
 
@@ -12,7 +12,7 @@ wrote against the PyTorch model where the format can be run here:
 | tflite | our Keras classes -> `tf.lite.TFLiteConverter` (fp32, fp16 or int8 weights) | LiteRT interpreter |
 | coreml | `coremltools.convert` of the traced network -> `.mlpackage` (ML program) | spec validated (runs only on macOS) |
 
-A checkpoint path is built as the class its weights hold (`efficientformer.modeling_torch.model_class_for`):
+A checkpoint path is built as the class its weights hold (`efficientformer.factory.model_class_for`):
 both heads (`EfficientFormerForImageClassificationWithTeacher`), one head
 (`EfficientFormerForImageClassification`) or none (`EfficientFormerModel`), so the file computes what
 `from_pretrained` of that class computes, and the check compares against that model.
@@ -20,7 +20,7 @@ both heads (`EfficientFormerForImageClassificationWithTeacher`), one head
 The model input is float (B, 3, H, W) `pixel_values` normalized as the image processor does; the output
 is `logits` (B, num_labels) for the classifiers (the mean of both heads for the WithTeacher class, as its
 `logits`) and `last_hidden_state` (B, N, C), the normalized tokens, for a backbone. Each file carries
-its model class, config, labels and preprocessing (`efficientformer.export_metadata`: ONNX
+its model class, config, labels and preprocessing (`efficientformer.deploy.metadata`: ONNX
 `metadata_props`, TFLite metadata, Core ML user-defined metadata, TorchScript extra files), and is
 written atomically: a temporary file beside the target, checked, then renamed over it.
 
@@ -42,8 +42,9 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ConfigError, InputError, require
-from .export_metadata import (
+from ..constants import MIN_IMAGE_SIZE
+from ..errors import ConfigError, InputError, require
+from .metadata import (
     TORCHSCRIPT_METADATA_FILE,
     export_metadata,
     output_name,
@@ -64,8 +65,9 @@ def _size(image_size: Any, config) -> tuple[int, int]:
         height = width = image_size
     else:
         height, width = (int(v) for v in image_size)
-    if min(height, width) < 32:
-        raise InputError(f"image_size {height}x{width} is too small; the model needs at least 32x32.")
+    if min(height, width) < MIN_IMAGE_SIZE:
+        raise InputError(f"image_size {height}x{width} is too small; the model needs at least "
+                         f"{MIN_IMAGE_SIZE}x{MIN_IMAGE_SIZE}.")
     return height, width
 
 
@@ -74,51 +76,22 @@ def load_model(model: Any):
 
     - a model instance: as given;
     - a folder, weights file or hub id (any checkpoint layout `load_checkpoint` reads): the class its
-      heads make it (`model_class_for`: WithTeacher, single-head classifier or backbone) with its
-      weights in float32 and its preprocessing (`processor_settings`), as `from_pretrained` of that
-      class builds it;
-    - a preset name, "l1", "l3" or "l7" (when no such path exists): the WithTeacher class with random
-      weights (the constructor's initialization, seeded), for trying a format out.
+      heads make it (`efficientformer.factory.model_class_for`: WithTeacher, single-head classifier or
+      backbone) with its weights in float32 and its preprocessing, as `from_pretrained` of that class builds it;
+    - a preset name, "l1", "l3" or "l7" (when no such path exists): the WithTeacher class with random,
+      realistic weights (`efficientformer.factory.randomize_`, seeded: the same on every call), for trying a
+      format out. The constructor alone leaves layer scales at 1e-5 and every normalization at identity,
+      under which a folding error would not show in the export's check.
     """
     if not isinstance(model, (str, os.PathLike)):
         return model.eval()
-    name = os.fspath(model)
-    from .presets import VARIANTS
+    from ..factory import create_model
 
-    if name.lower() in VARIANTS and not os.path.exists(name):
-        return _random_preset(name.lower())
-    from .checkpoints import load_checkpoint
-    from .convert import build_model
-
-    # build_model: model_class_for(state_dict)(config) with the checkpoint's weights, as from_pretrained does
-    return build_model(load_checkpoint(name))
-
-
-def _random_preset(name: str):
-    """The WithTeacher model of a preset with random weights. The constructor alone leaves layer scales at
-    1e-5 and every normalization at identity, under which a folding error would not show in the export's
-    check: those get random, realistic values too (as the benchmark's models have)."""
-    torch = require("torch", "torch", "export")
-    from .config import EfficientFormerConfig
-    from .modeling_torch import EfficientFormerForImageClassificationWithTeacher
-
-    with torch.random.fork_rng(devices=[]), torch.no_grad():  # seeded without touching the caller's state
-        torch.manual_seed(PRESET_SEED)
-        model = EfficientFormerForImageClassificationWithTeacher(EfficientFormerConfig.from_preset(name))
-        for key, tensor in model.state_dict().items():  # the tensors share storage with the model
-            if "layer_scale" in key:
-                tensor.uniform_(0.05, 0.55)
-            elif key.endswith("running_var"):
-                tensor.uniform_(0.5, 1.5)
-            elif key.endswith("running_mean") or (tensor.ndim == 1 and "norm" in key and key.endswith("bias")):
-                tensor.normal_(0.0, 0.1)
-            elif tensor.ndim == 1 and "norm" in key and key.endswith("weight"):
-                tensor.normal_(1.0, 0.2)
-    return model.eval()
+    return create_model(model, seed=PRESET_SEED)
 
 
 def _fused_cpu(model, size: tuple[int, int]):
-    from .inference import fuse
+    from .optimize import fuse
 
     fused = fuse(model, size)
     return fused.eval()
@@ -214,7 +187,7 @@ def export_onnx(model: Any, path: str | os.PathLike, *, image_size: Any = None, 
 
     The graph's input is `pixel_values`, its output `logits` (`last_hidden_state` for a backbone); the
     model's class, config, labels and preprocessing are in `metadata_props` (see
-    `efficientformer.export_metadata`), which `ImageClassifier.from_pretrained("model.onnx")` reads.
+    `efficientformer.deploy.metadata`), which `ImageClassifier.from_pretrained("model.onnx")` reads.
 
     Returns:
         The path written.
@@ -253,7 +226,7 @@ def export_onnx(model: Any, path: str | os.PathLike, *, image_size: Any = None, 
                 _check_close(session.run(None, {"pixel_values": x})[0], _reference(model, x), atol,
                              "onnxruntime output")
 
-    from .fileio import write_with
+    from ..fileio import write_with
 
     write_with(path, write)
     return path
@@ -263,7 +236,7 @@ def export_onnx(model: Any, path: str | os.PathLike, *, image_size: Any = None, 
 def export_torchscript(model: Any, path: str | os.PathLike, *, image_size: Any = None, dtype: Any = None,
                        check: bool = True, atol: float = 1e-4) -> str:
     """Write a TorchScript (`torch.jit.trace`) file of the folded network (`torch.jit.load` runs it
-    without this package). The metadata (see `efficientformer.export_metadata`) is the extra file
+    without this package). The metadata (see `efficientformer.deploy.metadata`) is the extra file
     `efficientformer.json` of the archive: `torch.jit.load(path, _extra_files={"efficientformer.json": ""})`.
 
     Args:
@@ -277,7 +250,7 @@ def export_torchscript(model: Any, path: str | os.PathLike, *, image_size: Any =
     torch = require("torch", "torch", "TorchScript export")
     import json
 
-    from .inference import parse_dtype
+    from .optimize import parse_dtype
 
     torch_dtype = parse_dtype(dtype or "fp32")
     path = check_output_path(path, "torchscript")
@@ -300,7 +273,7 @@ def export_torchscript(model: Any, path: str | os.PathLike, *, image_size: Any =
                     got = loaded(torch.from_numpy(x)).numpy()
                 _check_close(got, _reference(model, x), atol, "the TorchScript output")
 
-    from .fileio import write_with
+    from ..fileio import write_with
 
     write_with(path, write)
     return path
@@ -318,14 +291,10 @@ def _trace(fused, example):
 # --------------------------------------------------------------------------------------------- tflite
 def keras_model_from_torch(model):
     """Our Keras class of the same kind with the PyTorch model's weights (float32)."""
-    from . import modeling_tf, tf_weights
+    from ..checkpoints import h5 as tf_weights
+    from ..factory import model_class_for
 
-    kinds = {
-        "EfficientFormerForImageClassificationWithTeacher": "TFEfficientFormerForImageClassificationWithTeacher",
-        "EfficientFormerForImageClassification": "TFEfficientFormerForImageClassification",
-        "EfficientFormerModel": "TFEfficientFormerModel",
-    }
-    cls = getattr(modeling_tf, kinds[type(model).__name__])
+    cls = model_class_for(model.state_dict(), backend="keras")  # the heads the PyTorch model has
     state = {k: v.detach().cpu().float().numpy() if v.is_floating_point() else v.cpu().numpy()
              for k, v in model.state_dict().items()}
     keras_model = cls(model.config.copy())
@@ -391,7 +360,7 @@ def export_tflite(model: Any, path: str | os.PathLike, *, image_size: Any = None
             if quantize is None:
                 _check_close(got, want, atol, "the TFLite output")
 
-    from .fileio import write_with
+    from ..fileio import write_with
 
     write_with(path, write)
     return path
@@ -471,7 +440,7 @@ def export_coreml(model: Any, path: str | os.PathLike, *, image_size: Any = None
     )
     mlmodel.short_description = f"EfficientFormer ({type(model).__name__}) {output} for {size[0]}x{size[1]} images"
     mlmodel.user_defined_metadata.update(export_metadata(model, size))
-    from .fileio import write_folder
+    from ..fileio import write_folder
 
     # a package is a folder: built complete beside `path` and swapped in, the old one kept until then
     with write_folder(path) as tmp:

@@ -1,7 +1,7 @@
 """`EfficientFormerImageProcessor`: transformers 4.x preprocessing (resize, center crop, rescale, normalize).
 
 Numbers are those of transformers 4.57's `EfficientFormerImageProcessor`: the resize is Pillow's on 8-bit
-pixels, bit for bit (bicubic, bilinear and box computed by `efficientformer.resample` for the cropped pixels
+pixels, bit for bit (bicubic, bilinear and box computed by `efficientformer.preprocessing.resample` for the cropped pixels
 only, the other filters by Pillow), crop offsets round down, and rescale + normalize run through a 256-entry table per channel built with transformers' own float
 arithmetic (float64 rescale, float32 normalize), so 8-bit inputs give exactly transformers' float32 output.
 `preprocessor_config.json` files are read and written in the transformers format; the options of ours that
@@ -38,14 +38,14 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .errors import ConfigError, InputError, require
+from ..constants import CONFIG_NAME, HUB_KEYWORDS, IMAGENET_MEAN, IMAGENET_STD, PREPROCESSOR_NAME
+from ..errors import ConfigError, InputError, require
 from .image_io import CHANNELS_FIRST, Pixels, collect, normalize_layout
 from .resample import FILTERS
 from .resize import default_threads, resize_crop, thread_map
 
-PREPROCESSOR_NAME = "preprocessor_config.json"
-IMAGENET_DEFAULT_MEAN = [0.485, 0.456, 0.406]
-IMAGENET_DEFAULT_STD = [0.229, 0.224, 0.225]
+IMAGENET_DEFAULT_MEAN = list(IMAGENET_MEAN)  # the names transformers gives them, kept for callers
+IMAGENET_DEFAULT_STD = list(IMAGENET_STD)
 
 _FILTER_CODES = {name: code for code, (name, _) in FILTERS.items()} | {"antialias": 1, "linear": 2, "cubic": 3}
 _SETTINGS = ("do_resize", "size", "resample", "do_center_crop", "crop_size", "do_rescale", "rescale_factor",
@@ -57,7 +57,7 @@ _OPTIONAL = {"crop_rounding": "floor", "fast_resize": False, "num_threads": 1}
 MAX_SIDE = 4096
 MAX_OUTPUT_PIXELS = MAX_SIDE * MAX_SIDE
 _NOTE_KEY = "note_for_transformers"
-_LOADER_KWARGS = ("revision", "cache_dir", "local_files_only", "token")
+_LOADER_KWARGS = HUB_KEYWORDS
 _IGNORED_KWARGS = ("trust_remote_code", "use_fast", "force_download", "proxies", "resume_download",
                    "_from_auto", "_from_pipeline", "return_unused_kwargs")
 
@@ -123,7 +123,7 @@ class EfficientFormerImageProcessor:
         fast_resize: for the filters that Pillow computes (lanczos, hamming), resample only the cropped region
             with Pillow's `box` where that stays within one 8-bit level of transformers (downscales by 1.25x
             or more that keep the aspect ratio). Bicubic, bilinear and box resizes are exact and fast either
-            way (`efficientformer.resample`). Default False.
+            way (`efficientformer.preprocessing.resample`). Default False.
         num_threads: spread a batch over this many threads, image by image (the numbers do not change); it
             helps the Pillow-computed filters, whose resize releases the GIL. None: the usable cores, at most
             4. Default 1.
@@ -287,7 +287,7 @@ class EfficientFormerImageProcessor:
         return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
     def to_json_file(self, path: str | os.PathLike) -> None:
-        from .fileio import write_text  # atomic: a kill never leaves half a file
+        from ..fileio import write_text  # atomic: a kill never leaves half a file
 
         write_text(path, self.to_json_string())
 
@@ -336,7 +336,7 @@ class EfficientFormerImageProcessor:
             CheckpointError: the folder/file/repository has no processor settings.
             ConfigError: the file is not valid json, or an override is unknown.
         """
-        from .hub import resolve_file
+        from ..checkpoints.hub import resolve_file
 
         hub = {key: kwargs.pop(key) for key in _LOADER_KWARGS if key in kwargs}
         name = os.fspath(name_or_path)
@@ -344,7 +344,7 @@ class EfficientFormerImageProcessor:
             return cls.from_dict(_read_json(name), **kwargs)
         path = resolve_file(name, PREPROCESSOR_NAME, required=False, **hub)
         if path is None:
-            config_path = resolve_file(name, "config.json", required=False, **hub)
+            config_path = resolve_file(name, CONFIG_NAME, required=False, **hub)
             config = _read_json(config_path) if config_path else {}
             if "pretrained_cfg" in config:
                 processor = cls.from_timm_config(config)

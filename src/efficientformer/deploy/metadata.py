@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import CheckpointError, require
+from ..errors import CheckpointError, require
 
 TFLITE_METADATA_NAME = "efficientformer"
 TORCHSCRIPT_METADATA_FILE = "efficientformer.json"
@@ -41,7 +41,9 @@ def _dumps(value: Any) -> str:
 
 def output_name(model_class: str) -> str:
     """The name of the exported output: `last_hidden_state` for a backbone, else `logits`."""
-    return "last_hidden_state" if model_class == "EfficientFormerModel" else "logits"
+    from ..factory import CLASS_NAMES
+
+    return "last_hidden_state" if model_class == CLASS_NAMES["backbone"] else "logits"
 
 
 def processor_for_size(settings: dict | None, size: tuple[int, int]) -> dict:
@@ -52,8 +54,8 @@ def processor_for_size(settings: dict | None, size: tuple[int, int]) -> dict:
     it grows or shrinks by the same factor (shortest edge 256 with crop 224 becomes 293 with crop 256),
     keeping the crop's share of the image. None means the released checkpoints' settings.
     """
-    from .presets import RELEASED_PREPROCESSING
-    from .processing import EfficientFormerImageProcessor
+    from ..presets import RELEASED_PREPROCESSING
+    from ..preprocessing.processor import EfficientFormerImageProcessor
 
     data = json.loads(EfficientFormerImageProcessor(**(settings or RELEASED_PREPROCESSING)).to_json_string())
     height, width = size
@@ -85,7 +87,7 @@ def export_metadata(model, size: tuple[int, int]) -> dict[str, str]:
     """The metadata of an export of `model` (a PyTorch or Keras EfficientFormer of this package) at the
     fixed input `size` (height, width); the preprocessing is the model's `processor_settings` (set by
     `from_pretrained`) or the released checkpoints', scaled to `size` (see `processor_for_size`)."""
-    from ._version import __version__
+    from .._version import __version__
 
     model_class = type(model).__name__.removeprefix("TF")
     config = model.config

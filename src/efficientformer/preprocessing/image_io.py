@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import InputError
+from ..errors import InputError
 
 CHANNELS_FIRST = "channels_first"
 CHANNELS_LAST = "channels_last"

@@ -13,7 +13,8 @@ from functools import lru_cache
 from typing import Iterable
 from urllib.parse import urlparse
 
-from .errors import CheckpointError, require
+from ..constants import CONFIG_NAME
+from ..errors import CheckpointError, require
 
 HubKwargs = dict  # revision, cache_dir, local_files_only, token
 
@@ -130,7 +131,7 @@ def _cached_snapshot(name: str, revision: str | None, cache_dir: str | None) -> 
     try:
         from huggingface_hub import try_to_load_from_cache
 
-        return isinstance(try_to_load_from_cache(name, "config.json", cache_dir=cache_dir, revision=revision), str)
+        return isinstance(try_to_load_from_cache(name, CONFIG_NAME, cache_dir=cache_dir, revision=revision), str)
     except Exception:  # pragma: no cover - old huggingface_hub
         return False
 

@@ -121,6 +121,25 @@ class FeatureInfo(list):
         return self.get("module", idx)
 
 
+def loading_report(missing: list[str], unexpected: list[str],
+                   mismatched: list[tuple[str, tuple, tuple]]) -> dict[str, list]:
+    """What loading a checkpoint did, the same from both backends (transformers' `output_loading_info`):
+    `missing_keys` (weights of the model the checkpoint lacks, newly initialized), `unexpected_keys`
+    (weights of the checkpoint the model does not use) and `mismatched_keys` ((name, checkpoint shape,
+    model shape) of weights newly initialized because their shape differs)."""
+    return {"missing_keys": list(missing), "unexpected_keys": list(unexpected), "mismatched_keys": list(mismatched)}
+
+
+def stage_feature_info(config: Any, prefix: str, sep: str, out_indices: tuple[int, ...] | None = None) -> FeatureInfo:
+    """`FeatureInfo` of every stage of `config` from the architecture plan, for both backends: module paths
+    `prefix + encoder<sep><stage module>` (`.` for PyTorch names, `/` for Keras names)."""
+    from .architecture import plan
+
+    info = [{"num_chs": stage.width, "reduction": stage.reduction,
+             "module": prefix + sep.join(("encoder",) + stage.module)} for stage in plan(config).stages]
+    return FeatureInfo(info, out_indices)
+
+
 def take_indices(num_stages: int, indices: Any, name: str = "indices") -> list[int]:
     """The stages `forward_intermediates` returns, as timm's `feature_take_indices`: an int n means the
     last n stages, a sequence names stages (negative ones count from the end); sorted, each once.
@@ -128,7 +147,7 @@ def take_indices(num_stages: int, indices: Any, name: str = "indices") -> list[i
     Raises:
         InputError: an index outside the model's stages (plain Python, so free under tracing).
     """
-    from .errors import InputError
+    from ..errors import InputError
 
     if isinstance(indices, bool) or not isinstance(indices, (int, list, tuple, range)):
         raise InputError(f"{name} must be an int (the last n stages) or a sequence of stage numbers, "
@@ -151,7 +170,7 @@ def intermediates_request(num_stages: int, indices: Any, out_indices: Any, outpu
     """The arguments of `forward_intermediates` (both backends) checked and resolved: the stages to return,
     whether only the maps are returned (always with the earlier `out_indices` keyword, which returned
     the list alone), and the keyword's name for messages. `default` applies when neither is given."""
-    from .errors import InputError
+    from ..errors import InputError
 
     name = "indices"
     if out_indices is not None:

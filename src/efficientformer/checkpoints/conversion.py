@@ -8,7 +8,7 @@
   `label_names`) and `model.safetensors` with timm's key names.
 - `"original"`: a `.pth` file `{"model": state_dict}` as the snap-research release.
 
-Keys are renamed through `efficientformer.key_mapping`; tensors are copied unchanged (or cast with
+Keys are renamed through `efficientformer.checkpoints.keys`; tensors are copied unchanged (or cast with
 `dtype`), so converting there and back gives identical tensors. With `verify=True` the source and the
 written checkpoint are run as models on the same random batch and the largest difference is reported.
 
@@ -19,7 +19,7 @@ resolved) is always refused. `"timm"` refuses shapes timm's constructor cannot b
 (`timm_support_error` names the field).
 
 Example:
-    >>> from efficientformer.convert import convert
+    >>> from efficientformer.checkpoints.conversion import convert
     >>> result = convert("efficientformer_l1_300d.pth", "efficientformer-l1", format="hf")  # doctest: +SKIP
     >>> result.max_abs_diff < 1e-5  # doctest: +SKIP
     True
@@ -32,20 +32,23 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from .checkpoints import TIMM_LAYER_NORM_EPS, Checkpoint, load_checkpoint
-from .config import EfficientFormerConfig
-from .errors import CheckpointError, InputError, require
-from .fileio import (
-    check_folder,
-    is_inside,
-    is_model_file,
-    same_path,
-    write_folder,
-    write_json,
-    write_with,
+from ..config import EfficientFormerConfig
+from ..constants import (
+    BASE_PREFIX,
+    CLASS_HEAD,
+    DISTILLATION_HEAD,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    SAFETENSORS_NAME,
+    TIMM_LAYER_NORM_EPS,
 )
-from .key_mapping import Layout, convert_state_dict
-from .presets import RELEASED_PREPROCESSING
+from ..errors import CheckpointError, InputError, require
+from ..factory import architecture_for, create_model
+from ..fileio import check_folder, is_inside, is_model_file, same_path, write_with
+from ..presets import RELEASED_PREPROCESSING
+from .folder import write_model_folder
+from .keys import Layout, convert_state_dict
+from .loading import Checkpoint, load_checkpoint
 
 OUTPUT_FORMATS = {"hf": "transformers", "transformers": "transformers", "timm": "timm", "original": "original"}
 DTYPES = ("float32", "float16", "bfloat16")
@@ -96,7 +99,7 @@ def _cast(state: dict, dtype: str | None) -> dict:
 def processor_settings(checkpoint: Checkpoint) -> dict:
     """The checkpoint's preprocessing as `EfficientFormerImageProcessor` settings; the released models'
     (`RELEASED_PREPROCESSING`) when the checkpoint carries none."""
-    from .processing import EfficientFormerImageProcessor
+    from ..preprocessing.processor import EfficientFormerImageProcessor
 
     return EfficientFormerImageProcessor(**(checkpoint.processor or RELEASED_PREPROCESSING)).to_dict()
 
@@ -115,8 +118,8 @@ def timm_pretrained_cfg(settings: dict, config: EfficientFormerConfig) -> dict:
         height = size.get("height") or size.get("shortest_edge") or config.image_size
         width = size.get("width") or size.get("shortest_edge") or config.image_size
         crop_pct = 1.0
-    mean = list(settings.get("image_mean") or [0.485, 0.456, 0.406])
-    std = list(settings.get("image_std") or [0.229, 0.224, 0.225])
+    mean = list(settings.get("image_mean") or IMAGENET_MEAN)
+    std = list(settings.get("image_std") or IMAGENET_STD)
     return {"input_size": [config.num_channels, height, width], "fixed_input_size": True,
             "interpolation": _INTERPOLATION.get(int(settings.get("resample", 3)), "bicubic"),
             "crop_pct": crop_pct, "crop_mode": crop_mode, "mean": mean, "std": std,
@@ -147,7 +150,7 @@ def timm_support_error(config: EfficientFormerConfig, state: dict) -> str | None
     if not all(config.downsamples[i] or hidden[i] != hidden[i + 1] for i in range(len(hidden) - 1)):
         return ("timm's EfficientFormer layout written here needs a downsampling step between every two stages, and "
                 f"this model has downsamples={config.downsamples}; convert to --format hf or original instead.")
-    if "classifier.weight" not in state and "distillation_classifier.weight" not in state:
+    if f"{CLASS_HEAD}.weight" not in state and f"{DISTILLATION_HEAD}.weight" not in state:
         return ("timm's EfficientFormer folder holds a classifier, and this checkpoint is a bare backbone (no head); "
                 "convert a classification checkpoint, or use --format hf or original for the backbone.")
     return None
@@ -156,7 +159,7 @@ def timm_support_error(config: EfficientFormerConfig, state: dict) -> str | None
 def _timm_config(checkpoint: Checkpoint) -> dict:
     """timm's hub `config.json` for the checkpoint: `timm.create_model(architecture, **model_args)` builds it."""
     config = checkpoint.config
-    from .presets import VARIANTS
+    from ..presets import VARIANTS
 
     arch = next((f"efficientformer_{v.name}" for v in VARIANTS.values()
                  if list(v.depths) == config.depths and list(v.hidden_sizes) == config.hidden_sizes
@@ -180,35 +183,27 @@ def _timm_config(checkpoint: Checkpoint) -> dict:
 def _write_hf(checkpoint: Checkpoint, state: dict, folder: str) -> str:
     from safetensors.torch import save_file
 
-    from .processing import EfficientFormerImageProcessor
-
     config = checkpoint.config.copy()
-    has_dist = "distillation_classifier.weight" in state
-    has_head = "classifier.weight" in state
-    config.extra["architectures"] = ["EfficientFormerForImageClassificationWithTeacher" if has_dist else
-                                     "EfficientFormerForImageClassification" if has_head else "EfficientFormerModel"]
+    config.extra["architectures"] = [architecture_for(state)]
     floats = [v.dtype for v in state.values() if v.is_floating_point()]
     if floats:
         config.extra["dtype"] = str(floats[0]).replace("torch.", "")
-    if not has_head:  # a bare backbone is saved without the "efficientformer." prefix, as transformers does
-        state = {k.removeprefix("efficientformer."): v for k, v in state.items()}
-    processor = EfficientFormerImageProcessor(**processor_settings(checkpoint))
-    with write_folder(folder) as tmp:  # all files appear at once; an older model's files go
-        config.save_pretrained(tmp)
-        save_file({k: v.contiguous() for k, v in state.items()}, os.path.join(tmp, "model.safetensors"),
-                  metadata={"format": "pt"})
-        processor.save_pretrained(tmp)
-    return folder
+    if CLASS_HEAD + ".weight" not in state:  # a bare backbone is saved without the prefix, as transformers does
+        state = {k.removeprefix(BASE_PREFIX + "."): v for k, v in state.items()}
+    tensors = {k: v.contiguous() for k, v in state.items()}
+    # all files appear at once; an older model's files go
+    return write_model_folder(folder, config=config, processor=processor_settings(checkpoint),
+                              weights={SAFETENSORS_NAME: lambda path: save_file(tensors, path, metadata={"format": "pt"})})
 
 
 def _with_both_heads(state: dict) -> tuple[dict, bool]:
     """timm's model always has a distillation head: a single-head state gets its head twice (timm averages
     the two, so its logits are the head's own). Returns (state, whether the head was doubled)."""
-    if "classifier.weight" not in state or "distillation_classifier.weight" in state:
+    if f"{CLASS_HEAD}.weight" not in state or f"{DISTILLATION_HEAD}.weight" in state:
         return state, False
     state = dict(state)
     for part in ("weight", "bias"):
-        state[f"distillation_classifier.{part}"] = state[f"classifier.{part}"].clone()
+        state[f"{DISTILLATION_HEAD}.{part}"] = state[f"{CLASS_HEAD}.{part}"].clone()
     return state, True
 
 
@@ -217,11 +212,9 @@ def _write_timm(checkpoint: Checkpoint, state: dict, folder: str) -> str:
 
     layout = Layout.from_config(checkpoint.config)
     timm_state = convert_state_dict(state, "transformers", "timm", layout)
-    data = _timm_config(checkpoint)
-    with write_folder(folder) as tmp:
-        write_json(tmp / "config.json", data)
-        save_file({k: v.contiguous() for k, v in timm_state.items()}, os.path.join(tmp, "model.safetensors"))
-    return folder
+    tensors = {k: v.contiguous() for k, v in timm_state.items()}
+    return write_model_folder(folder, config=_timm_config(checkpoint), processor=None,
+                              weights={SAFETENSORS_NAME: lambda path: save_file(tensors, path)})
 
 
 def _write_original(checkpoint: Checkpoint, state: dict, path: str) -> str:
@@ -231,16 +224,6 @@ def _write_original(checkpoint: Checkpoint, state: dict, path: str) -> str:
     original = {"model": convert_state_dict(state, "transformers", "original", layout)}
     write_with(path, lambda tmp: torch.save(original, tmp))
     return path
-
-
-def build_model(checkpoint: Checkpoint):
-    """The eval-mode PyTorch model that fits the checkpoint's heads (WithTeacher, classifier or backbone)."""
-    from .modeling_torch import model_class_for
-
-    model = model_class_for(checkpoint.state_dict)(checkpoint.config)
-    model.load_pretrained_state_dict(checkpoint.state_dict)
-    model.processor_settings = checkpoint.processor
-    return model.float().eval()
 
 
 def max_output_difference(a: Checkpoint, b: Checkpoint, *, batch: int = 1, seed: int = 0) -> float:
@@ -253,7 +236,7 @@ def max_output_difference(a: Checkpoint, b: Checkpoint, *, batch: int = 1, seed:
     outputs = []
     with torch.no_grad():
         for checkpoint in (a, b):
-            out = build_model(checkpoint)(pixels)
+            out = create_model(checkpoint)(pixels)
             outputs.append(out.logits if getattr(out, "logits", None) is not None else out.last_hidden_state)
     return float((outputs[0] - outputs[1]).abs().max())
 

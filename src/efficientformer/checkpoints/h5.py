@@ -12,7 +12,7 @@ attribute lists its datasets, stored at `<layer>/<model name>/<weight name>:0`.
 Only numpy and h5py are needed here (torch only to read a pickled `pytorch_model.bin`).
 
 Example:
-    >>> from efficientformer.tf_weights import read_h5, pt_to_keras, read_pt
+    >>> from efficientformer.checkpoints.h5 import read_h5, pt_to_keras, read_pt
     >>> weights = read_h5("hf-tiny/tf_model.h5")           # doctest: +SKIP
     >>> same = pt_to_keras(read_pt("hf-tiny/model.safetensors"))  # doctest: +SKIP
 """
@@ -24,12 +24,9 @@ from typing import Iterable, Mapping
 
 import numpy as np
 
-from .errors import CheckpointError, require
-
-TF_WEIGHTS_NAME = "tf_model.h5"
-PT_WEIGHTS_NAMES = ("model.safetensors", "pytorch_model.bin")
-BACKBONE = "efficientformer"
-HEADS = ("classifier", "distillation_classifier")
+from ..constants import BASE_PREFIX as BACKBONE
+from ..constants import HEADS, PT_WEIGHTS_NAMES, TF_WEIGHTS_NAME  # noqa: F401 - TF_WEIGHTS_NAME: callers read it here
+from ..errors import CheckpointError, require
 
 # Class name -> the name tf-keras gave the model object (first part of every stored weight name).
 MODEL_NAMES = {
@@ -120,7 +117,7 @@ def write_h5(path: str | os.PathLike, weights: Mapping[str, np.ndarray], model_n
     Returns:
         The path written.
     """
-    from .fileio import write_with
+    from ..fileio import write_with
 
     h5py = require("h5py", "tf", "writing tf_model.h5")
     strings = h5py.string_dtype("ascii")
@@ -246,7 +243,7 @@ def keras_to_pt(weights: Mapping[str, np.ndarray], bare: bool = False) -> dict[s
         {state-dict key: array}, complete as transformers saves it: with each BatchNorm's
         `num_batches_tracked` (0) and each attention's `attention_bias_idxs` buffer (int64 (R*R, R*R)).
     """
-    from .attention_bias import bias_index
+    from ..models.attention_bias import bias_index
 
     inverse_bn = {v: k for k, v in _PT_TO_KERAS_BN.items()}
     inverse_ln = {v: k for k, v in _PT_TO_KERAS_LN.items()}

@@ -4,7 +4,8 @@ Each Meta3D block learns one bias per head for every relative offset (|d_row|, |
 tokens of the R x R grid it was trained on (R = `config.resolution`, 7 for 224x224): a table of
 shape (heads, R * R) whose column for an offset is `|d_row| * R + |d_col|`.
 
-At another input size the token grid is H x W (H = ceil(height / 32), W = ceil(width / 32)). The table,
+At another input size the token grid is H x W (`efficientformer.models.architecture.Plan.token_grid`:
+ceil(height / 32) x ceil(width / 32) with the default Downsamples). The table,
 seen as a (heads, R, R) image over offsets, is resized to (heads, H, W) by separable linear
 interpolation with aligned corners (offset 0 stays offset 0, the largest trained offset maps to the
 largest new one), written as two matrix products so that every backend computes the same numbers.
@@ -16,13 +17,6 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
-
-
-def token_grid(height: int, width: int, num_halvings: int = 5) -> tuple[int, int]:
-    """Token grid after the stem and three downsamplings (each conv halves with ceil rounding)."""
-    for _ in range(num_halvings):
-        height, width = -(-height // 2), -(-width // 2)
-    return height, width
 
 
 @lru_cache(maxsize=64)

@@ -22,7 +22,7 @@ list and put a parameter-free `Flat` module between the Meta4D and the Meta3D bl
 matching row wins, so the last-stage rows come before the rows of the other stages.
 
 Example:
-    >>> from efficientformer.key_mapping import Layout, convert_key
+    >>> from efficientformer.checkpoints.keys import Layout, convert_key
     >>> convert_key("stages.3.blocks.4.token_mixer.qkv.weight", "timm", "transformers", Layout(last=3, m4=3))
     'efficientformer.encoder.last_stage.meta3D_layers.blocks.0.token_mixer.qkv.weight'
 """
@@ -34,7 +34,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Iterable, Mapping
 
-from .errors import CheckpointError
+from ..constants import BASE_PREFIX
+from ..errors import CheckpointError
 
 FORMATS = ("transformers", "timm", "original")
 
@@ -127,8 +128,11 @@ class Layout:
 
     @classmethod
     def from_config(cls, config) -> "Layout":
-        """The layout of an `EfficientFormerConfig`."""
-        return cls(last=len(config.depths) - 1, m4=config.depths[-1] - config.num_meta3d_blocks)
+        """The layout of an `EfficientFormerConfig`, read off its architecture plan."""
+        from ..models.architecture import plan
+
+        stages = plan(config).stages
+        return cls(last=len(stages) - 1, m4=stages[-1].num_meta4d)
 
 
 _UNKNOWNS = ("stage", "block")
@@ -279,7 +283,7 @@ def strip_wrappers(keys: Iterable[str]) -> dict[str, str]:
                 if name.startswith(prefix):
                     name, changed = name[len(prefix):], True
         if bare and name.startswith(BARE_MODEL_PREFIXES):
-            name = "efficientformer." + name
+            name = f"{BASE_PREFIX}.{name}"
         out[key] = name
     return out
 

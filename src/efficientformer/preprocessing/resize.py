@@ -1,7 +1,7 @@
 """The processor's resize + center crop, and the threads that spread a batch over the cores.
 
 Exact mode gives transformers' numbers: Pillow's resize of the whole image, then the center crop. Bicubic,
-bilinear and box resizes (the hub setting is bicubic) are computed by `efficientformer.resample`, bit for bit
+bilinear and box resizes (the hub setting is bicubic) are computed by `efficientformer.preprocessing.resample`, bit for bit
 and only inside the crop; the others (lanczos, hamming, nearest) by Pillow itself. With `num_threads`, a batch
 is spread over threads image by image (Pillow and BLAS release the GIL), which changes no value.
 
@@ -11,7 +11,7 @@ samples from float32 box coordinates, so a few values differ by one level, at mo
 normalization.
 
 Bounded work: what a resize costs follows the crop, not the resized image. Bicubic, bilinear and box compute
-only the crop's samples (`efficientformer.resample`); the Pillow-computed filters resize the whole image only
+only the crop's samples (`efficientformer.preprocessing.resample`); the Pillow-computed filters resize the whole image only
 while it has at most FULL_RESIZE_PIXELS pixels, and beyond that (a 1x100000 image resized to 256x25600000)
 resample the crop alone with Pillow's `box`, as fast mode does (transformers would need gigabytes there;
 tests/test_inputs_bounded.py checks nearest picks the same pixels and lanczos/hamming stay within one level). Downscales that would build more than NUMPY_PLAN_ELEMENTS weights go to Pillow, and a side
@@ -75,7 +75,7 @@ def resize_crop(image: Image.Image | np.ndarray, out_w: int, out_h: int, resampl
     Args:
         image: a PIL image of mode "RGB" or "L", or a uint8 array (H, W, 3) or (H, W).
 
-    Bicubic, bilinear and box resizes run in numpy, bit for bit (`efficientformer.resample`); others run in
+    Bicubic, bilinear and box resizes run in numpy, bit for bit (`efficientformer.preprocessing.resample`); others run in
     Pillow, with only the crop region resampled when `fast` qualifies or the whole resize would be larger than
     FULL_RESIZE_PIXELS (module docstring), else the whole image as transformers does.
     """

@@ -1,0 +1,96 @@
+"""The `EfficientFormerConfig` that a state dict's shapes imply, for checkpoints without a `config.json`
+(timm folders and files, the original release): the inverse of `efficientformer.checkpoints.shapes`."""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+from ..config import EfficientFormerConfig
+from ..constants import BASE_PREFIX, DISTILLATION_HEAD, HEADS
+from ..errors import CheckpointError, ConfigError
+from ..models.architecture import STEM_REDUCTION
+from .keys import layout_from_keys
+from .shapes import check_shapes
+
+
+def _count(keys: list[str], pattern: str) -> int:
+    regex = re.compile(pattern)
+    found = {int(m.group(1)) for m in map(regex.match, keys) if m}
+    return max(found) + 1 if found else 0
+
+
+def infer_config(state_dict: dict, *, source: str = "the checkpoint", **fields: Any) -> EfficientFormerConfig:
+    """The `EfficientFormerConfig` whose model has exactly the tensors of `state_dict` (transformers layout).
+
+    Read from the shapes: depths, hidden_sizes, num_meta3d_blocks, mlp_expansion_ratio, heads (rows of
+    the attention biases), resolution (square root of their columns), key_dim and attention_ratio (from
+    the qkv and projection widths), num_labels (rows of the head), num_channels, the downsampling kernel,
+    use_layer_scale, and whether there is a distillation head. Settings that leave no trace in the
+    weights (activation, pooling size, LayerNorm epsilon) keep their defaults unless given in `fields`.
+
+    Raises:
+        CheckpointError: the shapes fit no EfficientFormer.
+
+    Example:
+        >>> config = infer_config(checkpoint.state_dict, layer_norm_eps=1e-5)  # doctest: +SKIP
+    """
+    keys = list(state_dict)
+
+    def shape(key: str) -> tuple:
+        if key not in state_dict:
+            raise CheckpointError(f"{source}: {key} is missing, so the architecture cannot be read from the weights; "
+                                  "the file is incomplete or not an EfficientFormer.")
+        return tuple(state_dict[key].shape)
+
+    layout = layout_from_keys(keys, "transformers")
+    last = layout.last
+    enc = f"{BASE_PREFIX}.encoder"
+    widths = [shape(f"{BASE_PREFIX}.patch_embed.convolution2.weight")[0]]
+    depths = []
+    for stage in range(last):
+        depths.append(_count(keys, rf"{enc}\.intermediate_stages\.{2 * stage}\.meta4D_layers\.blocks\.(\d+)\."))
+        widths.append(shape(f"{enc}.intermediate_stages.{2 * stage + 1}.projection.weight")[0])
+    num_meta3d = _count(keys, rf"{enc}\.last_stage\.meta3D_layers\.blocks\.(\d+)\.")
+    depths.append(layout.m4 + num_meta3d)
+    if not all(depths):
+        raise CheckpointError(f"{source}: some stage has no blocks (depths {depths}); the file is incomplete.")
+    dim = widths[-1]
+    first4d = f"{enc}.intermediate_stages.0.meta4D_layers.blocks.0"
+    hidden, width0 = shape(f"{first4d}.mlp.convolution1.weight")[:2]
+    ratio = hidden / width0
+    config: dict[str, Any] = {
+        "depths": depths, "hidden_sizes": widths, "dim": dim, "hidden_size": dim,
+        "num_meta3d_blocks": num_meta3d, "mlp_expansion_ratio": int(ratio) if ratio.is_integer() else ratio,
+        "num_channels": shape(f"{BASE_PREFIX}.patch_embed.convolution1.weight")[1],
+        "use_layer_scale": f"{first4d}.layer_scale_1" in state_dict,
+        "distillation": f"{DISTILLATION_HEAD}.weight" in state_dict,
+    }
+    if last:
+        kernel = shape(f"{enc}.intermediate_stages.1.projection.weight")[-1]
+        config.update(downsample_patch_size=kernel, downsample_pad=kernel // 2)
+    if num_meta3d:
+        mixer = f"{enc}.last_stage.meta3D_layers.blocks.0.token_mixer"
+        heads, cells = shape(f"{mixer}.attention_biases")
+        resolution = math.isqrt(cells)
+        if resolution * resolution != cells:
+            raise CheckpointError(f"{source}: {mixer}.attention_biases has {cells} columns, not a square number; "
+                                  "this is not an EfficientFormer attention table.")
+        qkv, value_dim = shape(f"{mixer}.qkv.weight")[0], shape(f"{mixer}.projection.weight")[1]
+        key_dim, rest = divmod(qkv - value_dim, 2 * heads)
+        if rest or key_dim <= 0 or value_dim % (heads * key_dim):
+            raise CheckpointError(f"{source}: {mixer}.qkv.weight {shape(f'{mixer}.qkv.weight')} and projection.weight "
+                                  f"{shape(f'{mixer}.projection.weight')} fit no split into {heads} heads.")
+        config.update(num_attention_heads=heads, resolution=resolution, key_dim=key_dim,
+                      attention_ratio=value_dim // (heads * key_dim), image_size=resolution * STEM_REDUCTION * 2 ** last)
+    head = next((f"{name}.weight" for name in HEADS if f"{name}.weight" in state_dict), None)
+    if head is not None:
+        config["num_labels"] = shape(head)[0]
+    config.update(fields)
+    try:
+        result = EfficientFormerConfig(**config)
+    except ConfigError as err:
+        raise CheckpointError(f"{source}: the weights describe an invalid architecture ({err})") from None
+    check_shapes(state_dict, result, source=source, against="the architecture read from its shapes")
+    return result

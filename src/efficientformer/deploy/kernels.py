@@ -1,0 +1,232 @@
+"""A Triton kernel for the whole folded Meta4D block (CUDA, bf16/fp16): one pass over the activations.
+
+The folded block is
+
+    m = lerp(x, avgpool3x3(x), s1)            (pooling mixer, count_include_pad=False)
+    y = m + W2' act(W1' m + b1') + b2'        (1x1 conv MLP, BatchNorms and layer scale folded)
+
+on channels-last activations seen as a (M = B*H*W, C) matrix. Eager or compiled PyTorch runs it as
+five or more kernels and writes the 4C-wide hidden activation to memory and reads it back, which
+makes the early stages memory-bound. This kernel keeps a tile of BLOCK_M pixels on chip: it pools
+from the tile's neighbours (the 3x3 window is 9 shifted loads that hit the caches), runs both matrix
+products through the hidden width in BLOCK_H chunks with fp32 accumulation, adds the residual, and
+writes the tile once: the block costs one read and one write of x.
+
+`meta4d(x, mix, w1t, b1, w2t, b2, act)` is registered as the custom op `efficientformer::meta4d` so
+that `torch.compile` and CUDA graphs treat it as one opaque call.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # optional: available() says whether the kernel can run
+    triton = tl = None
+
+ACTIVATION_CODES = {"gelu": 0, "gelu_new": 1, "gelu_pytorch_tanh": 1, "relu": 2}
+
+
+def available() -> bool:
+    """True when Triton imports and a CUDA GPU is present."""
+    return triton is not None and torch.cuda.is_available()
+
+
+# (kernel width, hidden) -> (BLOCK_M, BLOCK_H, num_warps, num_stages), the fastest measured on an H200 at batch
+# 256 (benchmarks/gpu_bench.py --parts tune, 2026-12-01, h200_gpu_bench_kernels_2026-12-01.json): the exact
+# column groups with tanh-form GELU (the defaults) 252 us at 48 channels, 179 at 96; the padded widths (an H100
+# tuning, kept for SPLIT_CHANNELS = False) 377 / 235 us with exact GELU.
+TUNED: dict[tuple[int, int], tuple[int, int, int, int]] = {
+    (48, 192): (64, 32, 4, 2),
+    (96, 384): (64, 32, 4, 3),
+    (64, 192): (64, 32, 4, 2),
+    (128, 384): (64, 64, 4, 3),
+}
+
+# Small inputs (batch 1-4 at 56x56): below this many rows, tiles of `TUNED_SMALL` give the GPU more programs.
+SMALL_ROWS = 16384
+TUNED_SMALL: dict[tuple[int, int], tuple[int, int, int, int]] = {  # batch 1 on the H200: 35 / 34 us
+    (48, 192): (16, 64, 4, 2),
+    (96, 384): (32, 64, 4, 2),
+}
+
+
+def block_config(width: int, hidden: int | None = None, rows: int | None = None) -> tuple[int, int, int, int]:
+    """(BLOCK_M, BLOCK_H, num_warps, num_stages) for the kernel's (padded) channel width: fewer rows for wider
+    blocks so the fp32 accumulator (BLOCK_M x C) stays in registers, and shallower pipelines so the weight tiles
+    (C x BLOCK_H twice per stage) fit in shared memory. Entries of `TUNED` (and `TUNED_SMALL` for fewer than
+    `SMALL_ROWS` rows) win."""
+    if rows is not None and rows < SMALL_ROWS and (width, hidden) in TUNED_SMALL:
+        return TUNED_SMALL[(width, hidden)]
+    if (width, hidden) in TUNED:
+        return TUNED[(width, hidden)]
+    if width <= 128:
+        return 128, 64, 8, 3
+    if width <= 256:
+        return 64, 64, 8, 2
+    return 32, 32, 8, 2
+
+
+# Kernel variants, chosen before a model is optimized (benchmarks/gpu_bench.py --parts tune times all four;
+# both on: L1 batch 256 66,198 img/s against 58,671 with both off, same run, same 4.7e-3 error against fp32):
+# SPLIT_CHANNELS runs a width that is the sum of two powers of two (48 = 32 + 16, 96 = 64 + 32) as two exact
+# column groups instead of one zero-padded power of two (64, 128), a quarter less pooling and matrix work;
+# FAST_GELU evaluates GELU in its tanh form through one exp2 and an approximate division instead of erf
+# (about 5e-4 from exact GELU, below the bf16 rounding of the hidden activation that follows).
+SPLIT_CHANNELS = True
+FAST_GELU = True
+
+
+def channel_groups(channels: int, split: bool | None = None) -> tuple[int, int]:
+    """(C_A, C_B): the kernel's two column groups, powers of two of at least 16. Split: C = C_A + C_B exactly
+    where C is such a sum; otherwise (padded(C), 0), one group with zero-padded columns past C."""
+    top = 1 << (channels.bit_length() - 1)
+    rest = channels - top
+    if (SPLIT_CHANNELS if split is None else split) and rest >= 16 and rest & (rest - 1) == 0:
+        return top, rest
+    return padded(channels), 0
+
+
+# The device code, defined where triton imports (helpers must be module globals for the JIT to find them).
+if triton is not None:
+    @triton.jit
+    def mixed_tile(x_ptr, mix_ptr, rows, h, w, row_ok, H, W, C: tl.constexpr, C0: tl.constexpr,
+                   CW: tl.constexpr, POOL: tl.constexpr):
+        """Columns [C0, C0 + CW) of lerp(x, avgpool(x), s1) for a tile of rows, and x there, in fp32."""
+        cols = C0 + tl.arange(0, CW)
+        col_ok = cols < C
+        x = tl.load(x_ptr + rows[:, None] * C + cols[None, :], mask=row_ok[:, None] & col_ok[None, :],
+                    other=0.0).to(tl.float32)
+        total = x  # the centre tap
+        for i in tl.static_range(POOL):
+            for j in tl.static_range(POOL):
+                if i != POOL // 2 or j != POOL // 2:
+                    hh = h + (i - POOL // 2)
+                    ww = w + (j - POOL // 2)
+                    ok = row_ok & (hh >= 0) & (hh < H) & (ww >= 0) & (ww < W)
+                    nb = rows + (i - POOL // 2) * W + (j - POOL // 2)
+                    v = tl.load(x_ptr + nb[:, None] * C + cols[None, :], mask=ok[:, None] & col_ok[None, :],
+                                other=0.0)
+                    total += v.to(tl.float32)
+        # count_include_pad=False: the window's in-image taps, rows times columns
+        count_h = tl.minimum(h + POOL // 2, H - 1) - tl.maximum(h - POOL // 2, 0) + 1
+        count_w = tl.minimum(w + POOL // 2, W - 1) - tl.maximum(w - POOL // 2, 0) + 1
+        pooled = total / (count_h * count_w).to(tl.float32)[:, None]
+        s1 = tl.load(mix_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)
+        return x + s1[None, :] * (pooled - x)
+
+    @triton.jit
+    def activation(hid, ACT: tl.constexpr):
+        if ACT == 0:  # exact GELU
+            hid = 0.5 * hid * (1.0 + tl.erf(hid * 0.7071067811865476))
+        elif ACT == 1:  # tanh GELU: 0.5 x (1 + tanh(u)) = x / (1 + exp(-2u)), u = sqrt(2/pi) (x + 0.044715 x^3)
+            z = -2.302208198144325 * (hid + 0.044715 * hid * hid * hid)  # -2u log2(e)
+            hid = tl.fdiv(hid, 1.0 + tl.exp2(z), ieee_rounding=False)
+        else:
+            hid = tl.maximum(hid, 0.0)
+        return hid
+
+    @triton.jit
+    def meta4d_kernel(x_ptr, out_ptr, mix_ptr, w1_ptr, b1_ptr, w2_ptr, b2_ptr,
+                      M, H, W, C: tl.constexpr, HID: tl.constexpr, C_A: tl.constexpr, C_B: tl.constexpr,
+                      BLOCK_M: tl.constexpr, BLOCK_H: tl.constexpr, POOL: tl.constexpr, ACT: tl.constexpr):
+        # weights: w1 (C_A + C_B, HID) and w2 (HID, C_A + C_B), zero past C
+        C_W: tl.constexpr = C_A + C_B
+        pid = tl.program_id(0)
+        rows = pid * BLOCK_M + tl.arange(0, BLOCK_M)
+        row_ok = rows < M
+        rem = rows % (H * W)
+        h = rem // W
+        w = rem % W
+        dt = x_ptr.dtype.element_ty
+        cols_a = tl.arange(0, C_A)
+        mixed_a = mixed_tile(x_ptr, mix_ptr, rows, h, w, row_ok, H, W, C, 0, C_A, POOL).to(dt)
+        acc_a = tl.zeros((BLOCK_M, C_A), dtype=tl.float32)
+        if C_B > 0:
+            cols_b = C_A + tl.arange(0, C_B)
+            mixed_b = mixed_tile(x_ptr, mix_ptr, rows, h, w, row_ok, H, W, C, C_A, C_B, POOL).to(dt)
+            acc_b = tl.zeros((BLOCK_M, C_B), dtype=tl.float32)
+        for h0 in range(0, HID, BLOCK_H):
+            hcols = h0 + tl.arange(0, BLOCK_H)
+            hid = tl.dot(mixed_a, tl.load(w1_ptr + cols_a[:, None] * HID + hcols[None, :]))
+            if C_B > 0:
+                hid = tl.dot(mixed_b, tl.load(w1_ptr + cols_b[:, None] * HID + hcols[None, :]), acc=hid)
+            hid = activation(hid + tl.load(b1_ptr + hcols).to(tl.float32)[None, :], ACT).to(dt)
+            acc_a = tl.dot(hid, tl.load(w2_ptr + hcols[:, None] * C_W + cols_a[None, :]), acc=acc_a)
+            if C_B > 0:
+                acc_b = tl.dot(hid, tl.load(w2_ptr + hcols[:, None] * C_W + cols_b[None, :]), acc=acc_b)
+        col_ok = cols_a < C
+        out = mixed_a.to(tl.float32) + acc_a + tl.load(b2_ptr + cols_a, mask=col_ok, other=0.0).to(tl.float32)[None, :]
+        tl.store(out_ptr + rows[:, None] * C + cols_a[None, :], out.to(dt), mask=row_ok[:, None] & col_ok[None, :])
+        if C_B > 0:
+            out = mixed_b.to(tl.float32) + acc_b + tl.load(b2_ptr + cols_b).to(tl.float32)[None, :]
+            tl.store(out_ptr + rows[:, None] * C + cols_b[None, :], out.to(dt), mask=row_ok[:, None])
+
+
+def _kernel():
+    return meta4d_kernel
+
+
+def padded(channels: int) -> int:
+    """Channels rounded up to a power of two (at least 16), the width of the kernel's tiles."""
+    return max(16, 1 << (channels - 1).bit_length())
+
+
+def launch(x: torch.Tensor, mix: torch.Tensor, w1t: torch.Tensor, b1: torch.Tensor, w2t: torch.Tensor,
+           b2: torch.Tensor, act: int, pool: int, config: tuple[int, int, int, int] | None = None) -> torch.Tensor:
+    """Run the kernel on channels-last x (B, C, H, W); returns a new channels-last tensor.
+
+    w1t: (C_W, HID) = W1'^T, w2t: (HID, C_W) = W2'^T, zero-padded to C_W = C_A + C_B (`prepare_weights`;
+    the padding says which column groups the kernel runs); mix, b1, b2: (C,), (HID,), (C,). All in x's dtype.
+    """
+    batch, channels, height, width = x.shape
+    c_w, hid = w1t.shape
+    groups = channel_groups(channels, split=c_w == channels and c_w != padded(channels))
+    rows = batch * height * width
+    block_m, block_h, warps, stages = config or block_config(c_w, hid, rows)
+    out = torch.empty_like(x, memory_format=torch.channels_last)
+    grid = ((rows + block_m - 1) // block_m,)
+    act = 1 if act == 0 and FAST_GELU else act
+    _kernel()[grid](x, out, mix, w1t, b1, w2t, b2, rows, height, width, channels, hid, C_A=groups[0],
+                    C_B=groups[1], BLOCK_M=block_m, BLOCK_H=block_h, POOL=pool, ACT=act, num_warps=warps,
+                    num_stages=stages)
+    return out
+
+
+@functools.lru_cache(maxsize=1)
+def meta4d_op():
+    """The custom op `torch.ops.efficientformer.meta4d` (registered on first use)."""
+
+    @torch.library.custom_op("efficientformer::meta4d", mutates_args=())
+    def meta4d(x: torch.Tensor, mix: torch.Tensor, w1t: torch.Tensor, b1: torch.Tensor, w2t: torch.Tensor,
+               b2: torch.Tensor, act: int, pool: int) -> torch.Tensor:
+        return launch(x.contiguous(memory_format=torch.channels_last), mix, w1t, b1, w2t, b2, act, pool)
+
+    @meta4d.register_fake
+    def _(x, mix, w1t, b1, w2t, b2, act, pool):
+        return torch.empty_like(x, memory_format=torch.channels_last)
+
+    return meta4d
+
+
+def prepare_weights(w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor,
+                    split: bool | None = None):
+    """Folded (HID, C) / (C, HID) weights -> the kernel's transposed (C_W, HID) / (HID, C_W), zero-padded to
+    the width of its column groups (`channel_groups`; split: default `SPLIT_CHANNELS`)."""
+    hid, channels = w1.shape
+    c_p = sum(channel_groups(channels, split))
+    w1t = w1.new_zeros(c_p, hid)
+    w1t[:channels] = w1.t()
+    w2t = w2.new_zeros(hid, c_p)
+    w2t[:, :channels] = w2.t()
+    return w1t.contiguous(), b1, w2t.contiguous(), b2
+
+
+def supported(channels: int, hidden: int, activation: str) -> bool:
+    """Whether the kernel handles a block of this shape and activation."""
+    return (activation in ACTIVATION_CODES and hidden % block_config(padded(channels), hidden)[1] == 0
+            and padded(channels) <= 512)
