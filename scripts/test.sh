@@ -4,7 +4,7 @@
 # The environment is scripts/setup.sh's (same settings: TORCH_SPEC, TORCH_INDEX_URL, PYTHON, VENV) with every extra.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-EXTRAS=torch,tf-cpu,jax,export,train,docs,bench,dev bash scripts/setup.sh
+EXTRAS=torch,tf-cpu,jax,export,train,transformers,docs,bench,dev bash scripts/setup.sh
 PY=${VENV:-.venv}/bin/python
 TORCH_VERSION=$("$PY" -c "import importlib.metadata as m; print(m.version('torch'))")
 # timm beside that torch (the machine's own installer when the shared tools provide one)

@@ -82,6 +82,20 @@ def test_full_size_architectures_are_inferred(fixtures_dir, variant):
         assert getattr(cfg, field) == getattr(preset, field), field
 
 
+def test_a_missing_downsample_is_inferred_from_the_positions():
+    """Stages 1 and 2 share a width and have no Downsample between them, so `intermediate_stages` does not
+    alternate (stages at 0, 2, 3; Downsamples at 1, 4): the positions are read off the keys."""
+    from conftest import randomize, tiny_config
+
+    from efficientformer.models.pytorch.models import EfficientFormerForImageClassification
+
+    truth = tiny_config("keras", downsamples=[True, False, True, True])
+    state = randomize(EfficientFormerForImageClassification(truth)).state_dict()
+    cfg = infer_config(state)
+    assert (cfg.depths, cfg.hidden_sizes, cfg.downsamples) == (truth.depths, truth.hidden_sizes, truth.downsamples)
+    EfficientFormerForImageClassification(cfg).load_state_dict(state)
+
+
 def test_hub_ids_load_offline_from_the_cache(fixtures_dir, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     hf = load_checkpoint("efficientformer-fixtures/hf-tiny", cache_dir=str(fixtures_dir / "hub"))

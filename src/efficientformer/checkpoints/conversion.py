@@ -45,6 +45,7 @@ from ..constants import (
 from ..errors import CheckpointError, InputError, require
 from ..factory import architecture_for, create_model
 from ..fileio import check_folder, is_inside, is_model_file, same_path, write_with
+from ..models.architecture import plan
 from ..presets import RELEASED_PREPROCESSING
 from .folder import write_model_folder
 from .keys import Layout, convert_state_dict
@@ -146,8 +147,7 @@ def timm_support_error(config: EfficientFormerConfig, state: dict) -> str | None
         # that infer the model from its weights, so the folder would come back with 3
         return (f"the timm layout keeps timm's default pool_size=3, and this model has pool_size={config.pool_size}; "
                 "convert to --format hf or original instead.")
-    hidden = config.hidden_sizes
-    if not all(config.downsamples[i] or hidden[i] != hidden[i + 1] for i in range(len(hidden) - 1)):
+    if len(plan(config).downsamples) != config.num_stages - 1:
         return ("timm's EfficientFormer layout written here needs a downsampling step between every two stages, and "
                 f"this model has downsamples={config.downsamples}; convert to --format hf or original instead.")
     if f"{CLASS_HEAD}.weight" not in state and f"{DISTILLATION_HEAD}.weight" not in state:

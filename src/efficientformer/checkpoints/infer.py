@@ -45,13 +45,25 @@ def infer_config(state_dict: dict, *, source: str = "the checkpoint", **fields: 
         return tuple(state_dict[key].shape)
 
     layout = layout_from_keys(keys, "transformers")
-    last = layout.last
     enc = f"{BASE_PREFIX}.encoder"
+    # `encoder.intermediate_stages` holds each stage before the last, followed by its Downsample when it
+    # has one (the order of `models.architecture.plan`): the positions are read off the file, not assumed
+    # to alternate, and `check_shapes` below compares every key with the plan of the result.
+    stage_re = re.compile(rf"{enc}\.intermediate_stages\.(\d+)\.meta4D_layers\.")
+    positions = sorted({int(m.group(1)) for m in map(stage_re.match, keys) if m})
+    down_at = [p + 1 for p in positions if f"{enc}.intermediate_stages.{p + 1}.projection.weight" in state_dict]
+    every = {int(m.group(1)) for m in map(re.compile(rf"{enc}\.intermediate_stages\.(\d+)\.").match, keys) if m}
+    if every != set(positions) | set(down_at):  # a position that is neither: a stage whose blocks are gone
+        raise CheckpointError(f"{source}: some stage has no blocks (intermediate_stages {sorted(every)}); "
+                              "the file is incomplete.")
     widths = [shape(f"{BASE_PREFIX}.patch_embed.convolution2.weight")[0]]
-    depths = []
-    for stage in range(last):
-        depths.append(_count(keys, rf"{enc}\.intermediate_stages\.{2 * stage}\.meta4D_layers\.blocks\.(\d+)\."))
-        widths.append(shape(f"{enc}.intermediate_stages.{2 * stage + 1}.projection.weight")[0])
+    depths, downsamples = [], []
+    for position in positions:
+        depths.append(_count(keys, rf"{enc}\.intermediate_stages\.{position}\.meta4D_layers\.blocks\.(\d+)\."))
+        downsamples.append(position + 1 in down_at)
+        # no Downsample means the next stage is as wide (the plan builds one wherever the width changes)
+        widths.append(shape(f"{enc}.intermediate_stages.{position + 1}.projection.weight")[0] if downsamples[-1]
+                      else widths[-1])
     num_meta3d = _count(keys, rf"{enc}\.last_stage\.meta3D_layers\.blocks\.(\d+)\.")
     depths.append(layout.m4 + num_meta3d)
     if not all(depths):
@@ -67,9 +79,11 @@ def infer_config(state_dict: dict, *, source: str = "the checkpoint", **fields: 
         "use_layer_scale": f"{first4d}.layer_scale_1" in state_dict,
         "distillation": f"{DISTILLATION_HEAD}.weight" in state_dict,
     }
-    if last:
-        kernel = shape(f"{enc}.intermediate_stages.1.projection.weight")[-1]
+    if down_at:
+        kernel = shape(f"{enc}.intermediate_stages.{down_at[0]}.projection.weight")[-1]
         config.update(downsample_patch_size=kernel, downsample_pad=kernel // 2)
+    if not all(downsamples):  # the default is a Downsample after every stage; the last entry is unused
+        config["downsamples"] = downsamples + [True]
     if num_meta3d:
         mixer = f"{enc}.last_stage.meta3D_layers.blocks.0.token_mixer"
         heads, cells = shape(f"{mixer}.attention_biases")
@@ -83,7 +97,7 @@ def infer_config(state_dict: dict, *, source: str = "the checkpoint", **fields: 
             raise CheckpointError(f"{source}: {mixer}.qkv.weight {shape(f'{mixer}.qkv.weight')} and projection.weight "
                                   f"{shape(f'{mixer}.projection.weight')} fit no split into {heads} heads.")
         config.update(num_attention_heads=heads, resolution=resolution, key_dim=key_dim,
-                      attention_ratio=value_dim // (heads * key_dim), image_size=resolution * STEM_REDUCTION * 2 ** last)
+                      attention_ratio=value_dim // (heads * key_dim), image_size=resolution * STEM_REDUCTION * 2 ** len(down_at))
     head = next((f"{name}.weight" for name in HEADS if f"{name}.weight" in state_dict), None)
     if head is not None:
         config["num_labels"] = shape(head)[0]

@@ -50,6 +50,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
+from ..constants import HEADS
 from ..errors import ConfigError, InputError, require
 
 torch = require("torch", "torch", "efficientformer.optimize")
@@ -394,7 +395,7 @@ class FusedEfficientFormer(nn.Module):
         stages.extend(FusedMeta4D(b, config.hidden_act) for b in last.meta4D_layers.blocks)
         self.convs = nn.Sequential(*stages)
         self.blocks3d = nn.ModuleList(FusedMeta3D(b, grids) for b in last.meta3D_layers.blocks)
-        heads = [getattr(model, name) for name in ("classifier", "distillation_classifier")
+        heads = [getattr(model, name) for name in HEADS
                  if isinstance(getattr(model, name, None), nn.Linear)]
         self.head = FusedHead(backbone.layernorm, heads)
         self.eval()

@@ -215,8 +215,8 @@ class EfficientFormerImageProcessor:
         threads = _threads(self.num_threads if num_threads is None else num_threads) or default_threads()
         if do_rescale and rescale_factor is None:
             raise ConfigError("do_rescale=True needs a rescale_factor (usually 1/255).")
-        mean3 = _per_channel(mean, "image_mean") if do_normalize else None
-        std3 = _per_channel(std, "image_std") if do_normalize else None
+        mean3 = per_channel(mean, "image_mean") if do_normalize else None
+        std3 = per_channel(std, "image_std") if do_normalize else None
         if std3 is not None and any(s == 0 for s in std3):
             raise ConfigError("image_std contains 0; every channel needs a non-zero standard deviation.")
         out_layout = normalize_layout(data_format, "data_format")
@@ -503,14 +503,23 @@ def _rounding(value: Any) -> str:
     return value
 
 
-def _per_channel(value: Any, name: str) -> tuple[float, float, float]:
+def per_channel(value: Any, name: str, channels: int = 3, *, one_item_repeats: bool = False) -> tuple[float, ...]:
+    """`value` (mean or std) as `channels` finite floats; a single number is repeated over every channel.
+
+    `one_item_repeats` is the training command's form: there `mean`/`std` are lists, so a one-item list is
+    the single value, and the error names the channel count of the model being trained (not RGB's 3).
+    """
     if isinstance(value, (int, float, np.floating, np.integer)) and not isinstance(value, bool):
-        value = [value] * 3
+        value = [value] * channels
     try:
         values = tuple(float(v) for v in value)
     except (TypeError, ValueError):
         raise ConfigError(f"{name}={value!r} is not a list of numbers; give 3 floats or a single float.") from None
-    if len(values) != 3:
+    if one_item_repeats and len(values) == 1:
+        values = values * channels
+    if len(values) != channels:
+        if one_item_repeats:
+            raise ConfigError(f"mean/std need 1 or {channels} values, got {list(value)}.")
         raise ConfigError(f"{name} has {len(values)} values; give 3 (one per RGB channel) or a single float.")
     if not all(math.isfinite(v) for v in values):
         raise ConfigError(f"{name}={list(values)} has a NaN or infinite value; give finite numbers.")

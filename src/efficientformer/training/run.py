@@ -19,7 +19,8 @@ from typing import Any, Sequence
 import torch
 
 from ..constants import IMAGENET_MEAN, IMAGENET_STD
-from ..errors import CheckpointError, ConfigError, InputError
+from ..errors import CheckpointError, InputError
+from ..preprocessing.processor import per_channel
 from . import checkpoint as ckpt
 from .augment import BatchAugment, MixupCutmix
 from .build import build_model
@@ -81,16 +82,6 @@ class Run:
 
 
 # ---------------------------------------------------------------------------------------------- data
-def per_channel(values: Sequence[float] | None, default: Sequence[float], channels: int) -> list[float]:
-    """`values` (or `default`) as one float per channel; one value is repeated over every channel."""
-    values = list(default if values is None else values)
-    if len(values) == 1:
-        values = values * channels
-    if len(values) != channels:
-        raise ConfigError(f"mean/std need 1 or {channels} values, got {values}.")
-    return [float(v) for v in values]
-
-
 def prepare_data(cfg: TrainConfig, channels: int, class_names: Sequence[str] | None = None):
     """(train dataset, validation dataset or None) as `cfg` describes."""
     spec = DataSpec(size=cfg.image_size, channels=channels, resample=cfg.resample, in_memory=cfg.cache_images)
@@ -166,8 +157,8 @@ def setup_run(cfg: TrainConfig, ctx: DistContext, teacher, model, state) -> Run:
     model, train_set, val_set = _model_and_data(cfg, model, state)
     channels = _channels_of(model)
     num_classes = len(train_set.class_names)
-    mean = per_channel(cfg.mean, IMAGENET_MEAN, channels)
-    std = per_channel(cfg.std, IMAGENET_STD, channels)
+    mean = list(per_channel(IMAGENET_MEAN if cfg.mean is None else cfg.mean, "mean", channels, one_item_repeats=True))
+    std = list(per_channel(IMAGENET_STD if cfg.std is None else cfg.std, "std", channels, one_item_repeats=True))
     _place(cfg, device, model, train_set, val_set)
     teacher = _teacher(cfg, teacher, num_classes, device)
 

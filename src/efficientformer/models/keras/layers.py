@@ -18,7 +18,7 @@ from ...config import EfficientFormerConfig
 from ...constants import ACTIVATIONS
 from ...errors import ConfigError, InputError, require
 from ..architecture import DownsamplePlan, StagePlan, plan
-from ..attention_bias import bias_index, interpolation_matrix
+from ..attention_bias import ArrayOps, grid_bias
 
 keras = require("keras", "tf", "the TensorFlow classes")
 from keras import layers, ops  # noqa: E402
@@ -280,13 +280,22 @@ class IntermediateStage(_Layer):
         return self.meta4D_layers(x, training=training)
 
 
+def _arange(n: int, like: Any, integer: bool) -> Any:
+    return ops.arange(n, dtype="int32" if integer else keras.backend.standardize_dtype(like.dtype))
+
+
+# `efficientformer.models.attention_bias`'s recipe in keras.ops, the same code the PyTorch model runs.
+KERAS_OPS = ArrayOps(arange=_arange, abs=ops.abs, relu=ops.relu, matmul=ops.matmul, reshape=ops.reshape,
+                     transpose=ops.transpose, take=lambda table, index: ops.take(table, index, axis=1))
+
+
 class Attention(_Layer):
     """Multi-head self-attention with a learned bias per head and relative offset (|d_row|, |d_col|).
 
     Tokens (B, N, C) -> (B, N, C) and probabilities (B, heads, N, N). `attention_biases` (heads, R * R)
     is the table of the R x R training grid; for another grid (H, W) it is resized on every call as
-    `A_h @ table @ A_w.T` (`efficientformer.models.attention_bias.interpolation_matrix`) and gathered with
-    `bias_index(H, W)`. At the trained grid the table is used as stored.
+    `A_h @ table @ A_w.T` and gathered by offset (`efficientformer.models.attention_bias.grid_bias`, the
+    recipe the PyTorch model runs). At the trained grid the table is used as stored.
     """
 
     def __init__(self, config: EfficientFormerConfig, **kwargs) -> None:
@@ -306,16 +315,7 @@ class Attention(_Layer):
 
     def bias(self, grid: tuple[int, int]):
         """(heads, N, N) additive attention bias for a token grid (H, W), N = H * W."""
-        grid_h, grid_w = int(grid[0]), int(grid[1])
-        table = ops.convert_to_tensor(self.attention_biases)
-        if (grid_h, grid_w) != (self.resolution, self.resolution):
-            r = self.resolution
-            a_h = ops.convert_to_tensor(interpolation_matrix(grid_h, r), dtype=table.dtype)
-            a_w_t = ops.convert_to_tensor(np.ascontiguousarray(interpolation_matrix(grid_w, r).T), dtype=table.dtype)
-            resized = ops.matmul(ops.matmul(a_h[None], ops.reshape(table, (self.num_heads, r, r))), a_w_t[None])
-            table = ops.reshape(resized, (self.num_heads, grid_h * grid_w))
-        index = ops.convert_to_tensor(bias_index(grid_h, grid_w).astype("int32"))
-        return ops.take(table, index, axis=1)
+        return grid_bias(ops.convert_to_tensor(self.attention_biases), self.resolution, grid, KERAS_OPS)
 
     def call(self, x, grid: tuple[int, int], training: bool = False):
         tokens = int(grid[0]) * int(grid[1])

@@ -7,7 +7,7 @@ from ..._lazy import lazy_exports
 
 _EXPORTS = {
     **dict.fromkeys(["EfficientFormerPreTrainedModel", "EfficientFormerModel", "EfficientFormerForImageClassification",
-                     "EfficientFormerForImageClassificationWithTeacher", "model_class_for"], "models"),
+                     "EfficientFormerForImageClassificationWithTeacher"], "models"),
     **dict.fromkeys(["DropPath", "ConvStem", "Downsample", "Pooling", "ConvMlp", "Meta4D", "Meta4DBlocks",
                      "IntermediateStage", "Attention", "LinearMlp", "Meta3D", "Meta3DBlocks", "LastStage",
                      "Encoder", "grid_bias"], "layers"),

@@ -23,6 +23,8 @@ from ...config import EfficientFormerConfig
 from ...constants import ACTIVATIONS
 from ...errors import require
 from ..architecture import DownsamplePlan, StagePlan, plan
+from ..attention_bias import ArrayOps, offset_index
+from ..attention_bias import grid_bias as _grid_bias
 
 torch = require("torch", "torch", "the PyTorch EfficientFormer classes")
 from torch import nn  # noqa: E402
@@ -207,17 +209,20 @@ class IntermediateStage(nn.Module):
         return self.meta4D_layers(x)
 
 
+def _arange(n: int, like: torch.Tensor, integer: bool) -> torch.Tensor:
+    return torch.arange(n, dtype=torch.int64 if integer else like.dtype, device=like.device)
+
+
+# `efficientformer.models.attention_bias`'s recipe in torch ops, so the model and the fused network share it.
+TORCH_OPS = ArrayOps(arange=_arange, abs=torch.abs, relu=torch.relu, matmul=torch.matmul, reshape=torch.reshape,
+                     transpose=lambda x: x.transpose(-2, -1), take=lambda table, index: table[:, index])
+
+
 def grid_bias(table: torch.Tensor, resolution: int, grid: tuple[int, int]) -> torch.Tensor:
     """(heads, N, N) additive bias for a token grid (H, W) from a (heads, R * R) table of the R x R
-    training grid: resized by bilinear interpolation with aligned corners when the grid differs, then
-    gathered with |d_row| * W + |d_col| (the geometry of `efficientformer.models.attention_bias`). Used by
-    `Attention` and by the fused network of `efficientformer.optimize`, so both compute the same bias."""
-    heads = table.shape[0]
-    if tuple(grid) != (resolution, resolution):
-        resized = F.interpolate(table.view(1, heads, resolution, resolution).float(), size=tuple(grid),
-                                mode="bilinear", align_corners=True)
-        table = resized.to(table.dtype).view(heads, grid[0] * grid[1])
-    return table[:, _bias_index(*grid, device=table.device)]
+    training grid: `efficientformer.models.attention_bias.grid_bias` in torch ops. Used by `Attention`
+    and by the fused network of `efficientformer.optimize`, so both compute the same bias."""
+    return _grid_bias(table, resolution, grid, TORCH_OPS)
 
 
 class Attention(nn.Module):
@@ -239,7 +244,8 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(dim, heads * (2 * key_dim + self.value_dim))
         self.projection = nn.Linear(heads * self.value_dim, dim)
         self.attention_biases = nn.Parameter(torch.zeros(heads, config.resolution ** 2))
-        self.register_buffer("attention_bias_idxs", _bias_index(config.resolution, config.resolution), persistent=True)
+        self.register_buffer("attention_bias_idxs", offset_index(config.resolution, config.resolution, TORCH_OPS,
+                                                                 self.attention_biases), persistent=True)
 
     def bias(self, grid: tuple[int, int]) -> torch.Tensor:
         """(heads, N, N) additive attention bias for a token grid (H, W)."""
@@ -255,13 +261,6 @@ class Attention(nn.Module):
         probs = scores.softmax(dim=-1)  # (B, heads, N, N)
         out = (probs @ value).transpose(1, 2).reshape(batch, tokens, self.num_heads * self.value_dim)
         return self.projection(out), probs
-
-
-def _bias_index(grid_h: int, grid_w: int, device: Any = None) -> torch.Tensor:
-    """(N, N) column of the bias table for each token pair: |d_row| * W + |d_col| (row-major tokens)."""
-    rows = torch.arange(grid_h, device=device).repeat_interleave(grid_w)
-    cols = torch.arange(grid_w, device=device).repeat(grid_h)
-    return (rows[:, None] - rows[None, :]).abs() * grid_w + (cols[:, None] - cols[None, :]).abs()
 
 
 class LinearMlp(nn.Module):

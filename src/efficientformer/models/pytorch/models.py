@@ -436,16 +436,7 @@ class EfficientFormerForImageClassificationWithTeacher(_ClassifierBase):
 
 
 
-def model_class_for(state_dict: dict[str, Any]) -> type[EfficientFormerPreTrainedModel]:
-    """The class whose heads a transformers-layout state dict holds: WithTeacher, classifier or backbone."""
-    if f"{DISTILLATION_HEAD}.weight" in state_dict:
-        return EfficientFormerForImageClassificationWithTeacher
-    if f"{CLASS_HEAD}.weight" in state_dict:
-        return EfficientFormerForImageClassification
-    return EfficientFormerModel
-
-
 __all__ = [
     "EfficientFormerPreTrainedModel", "EfficientFormerModel", "EfficientFormerForImageClassification",
-    "EfficientFormerForImageClassificationWithTeacher", "model_class_for",
+    "EfficientFormerForImageClassificationWithTeacher",
 ]
