@@ -49,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from ..benchmarking import environment, format_table, quiet_compiler, rows_as_dicts, run_benchmark, tune_cpu_allocator
+    from ..constants import MIN_IMAGE_SIZE
     from ..errors import InputError
 
     if args.threads:
@@ -58,8 +59,8 @@ def run(args: argparse.Namespace) -> int:
     if args.tune_malloc:
         tune_cpu_allocator()
     batch = args.batch_size or (256 if args.device == "cuda" else 32)
-    if batch < 1 or args.image_size < 32:
-        raise InputError("--batch-size must be at least 1 and --image-size at least 32.")
+    if batch < 1 or args.image_size < MIN_IMAGE_SIZE:
+        raise InputError(f"--batch-size must be at least 1 and --image-size at least {MIN_IMAGE_SIZE}.")
     quiet_compiler()  # the table, not Inductor's autotuning lines
     dtype = args.dtype or ("bf16" if args.device == "cuda" else "fp32")
     rows = run_benchmark(args.model, device=args.device, batch_size=batch, dtype=dtype,

@@ -244,7 +244,7 @@ class TFEfficientFormerForImageClassification(TFEfficientFormerPreTrainedModel):
         super().__init__(config, **kwargs)
         self.num_labels = config.num_labels
         self.efficientformer = TFEfficientFormerMainLayer(config, name="efficientformer")
-        self.classifier = self._new_head("classifier")
+        self.classifier = self._new_head(CLASS_HEAD)
         self.build()
 
     def _heads(self) -> list[str]:
@@ -292,8 +292,8 @@ class TFEfficientFormerForImageClassificationWithTeacher(TFEfficientFormerPreTra
         super().__init__(config, **kwargs)
         self.num_labels = config.num_labels
         self.efficientformer = TFEfficientFormerMainLayer(config, name="efficientformer")
-        self.classifier = self._new_head("classifier")
-        self.distillation_classifier = self._new_head("distillation_classifier")
+        self.classifier = self._new_head(CLASS_HEAD)
+        self.distillation_classifier = self._new_head(DISTILLATION_HEAD)
         self.build()
 
     def _heads(self) -> list[str]:
