@@ -341,3 +341,20 @@ def test_graph_replay_pads_to_buckets_and_keeps_at_most_max_graphs(monkeypatch):
     assert len(fast._graphs) <= 3
     assert {shape[0] for shape in captured} <= {1, 2, 4, 8, 16, 32, 64}  # 70 = 64 + 6 padded to 8
     assert (4, 3, 64, 64) in captured  # batch 3 ran padded to 4
+
+
+def test_bench_builds_the_class_a_checkpoint_holds(tmp_path):
+    """`efficientformer bench --model FOLDER` times the model the folder holds: a single-head checkpoint is not
+    given a random distillation head (which would average noise into its logits)."""
+    from conftest import tiny_config
+
+    from efficientformer.benchmarking import build_model
+
+    saved = EfficientFormerForImageClassification(tiny_config("optimize")).eval()
+    saved.save_pretrained(tmp_path / "single")
+    built = build_model(str(tmp_path / "single"))
+    assert type(built) is EfficientFormerForImageClassification
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(built(x).logits, saved(x).logits, atol=1e-6)
+    assert type(build_model("l1")) is EfficientFormerForImageClassificationWithTeacher

@@ -94,11 +94,13 @@ class Row:
 
 # ------------------------------------------------------------------------------------------ models
 def build_model(model: str | nn.Module, seed: int = 0) -> nn.Module:
-    """Our WithTeacher model (eval, fp32, CPU) from "l1"/"l3"/"l7" (random, realistic weights from `seed`:
-    `efficientformer.factory.randomize_`), a checkpoint path or hub id, or a model instance (as it is)."""
+    """Our model (eval, fp32, CPU): for "l1"/"l3"/"l7" the WithTeacher class with random, realistic weights from
+    `seed` (`efficientformer.factory.randomize_`); for a checkpoint path or hub id the class its heads hold
+    (as `create_model` decides, so a single-head checkpoint is not given a random second head); a model
+    instance as it is."""
     if isinstance(model, nn.Module):
         return model.eval()
-    return create_model(model, task="distillation", seed=seed)
+    return create_model(model, seed=seed)
 
 
 def _timm_name(model: nn.Module) -> str | None:
