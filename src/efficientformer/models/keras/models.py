@@ -59,22 +59,21 @@ class TFEfficientFormerPreTrainedModel(FeaturesMixin, PretrainedIO, keras.Model)
         self.image_processor = None
 
     # -- structure
-    def _heads(self) -> list[str]:
-        return []
+    _head_names: tuple[str, ...] = ()  # the heads' attribute and weight names, as the PyTorch classes'
 
     def build(self, input_shape=None) -> None:
         """Create every weight (shapes come from the config, not from an input); done by the constructor."""
         if self.built:
             return
         self.efficientformer.build(None)
-        for head in self._heads():
+        for head in self._head_names:
             getattr(self, head).build((None, self.config.hidden_sizes[-1]))
 
     def named_weights(self) -> dict[str, Any]:
         """{name: keras.Variable} with the names transformers' TF classes gave their weights
         (without model name and `:0`), e.g. `efficientformer/patch_embed/convolution1/kernel`."""
         out = self.efficientformer.named_weights("efficientformer/")
-        for head in self._heads():
+        for head in self._head_names:
             out.update({f"{head}/{v.name}": v for v in getattr(self, head).weights})
         return out
 
@@ -100,14 +99,14 @@ class TFEfficientFormerPreTrainedModel(FeaturesMixin, PretrainedIO, keras.Model)
     def __call__(self, *args, **kwargs):
         # Validate before Keras runs the layers, so that errors are plain and nothing is computed.
         pixel_values = args[0] if args else kwargs.get("pixel_values")
-        labels = kwargs.get("labels", args[1] if len(args) > 1 and self._heads() else None)
+        labels = kwargs.get("labels", args[1] if len(args) > 1 and self._head_names else None)
         if isinstance(pixel_values, dict):
             labels = pixel_values.get("labels", labels)
             pixel_values = pixel_values.get("pixel_values")
         if pixel_values is None:
             raise InputError(f"{type(self).__name__} needs pixel_values (batch, channels, height, width).")
         check_pixel_values(pixel_values, self.config.num_channels)
-        if labels is not None and self._heads():
+        if labels is not None and self._head_names:
             check_labels(self.config, labels, tuple(pixel_values.shape)[0])
         check_finite(pixel_values)
         return super().__call__(*args, **kwargs)
@@ -239,6 +238,7 @@ class TFEfficientFormerForImageClassification(TFEfficientFormerPreTrainedModel):
     """
 
     keras_name = "tf_efficient_former_for_image_classification"
+    _head_names = (CLASS_HEAD,)
 
     def __init__(self, config: EfficientFormerConfig, **kwargs) -> None:
         super().__init__(config, **kwargs)
@@ -246,9 +246,6 @@ class TFEfficientFormerForImageClassification(TFEfficientFormerPreTrainedModel):
         self.efficientformer = TFEfficientFormerMainLayer(config, name="efficientformer")
         self.classifier = self._new_head(CLASS_HEAD)
         self.build()
-
-    def _heads(self) -> list[str]:
-        return [CLASS_HEAD]
 
     def forward_head(self, x, pre_logits: bool = False):
         """(B, N, C) normalized tokens -> (B, num_labels) logits (the pooled (B, C) with `pre_logits`)."""
@@ -287,6 +284,7 @@ class TFEfficientFormerForImageClassificationWithTeacher(TFEfficientFormerPreTra
     """
 
     keras_name = "tf_efficient_former_for_image_classification_with_teacher"
+    _head_names = (CLASS_HEAD, DISTILLATION_HEAD)
 
     def __init__(self, config: EfficientFormerConfig, **kwargs) -> None:
         super().__init__(config, **kwargs)
@@ -295,9 +293,6 @@ class TFEfficientFormerForImageClassificationWithTeacher(TFEfficientFormerPreTra
         self.classifier = self._new_head(CLASS_HEAD)
         self.distillation_classifier = self._new_head(DISTILLATION_HEAD)
         self.build()
-
-    def _heads(self) -> list[str]:
-        return [CLASS_HEAD, DISTILLATION_HEAD]
 
     def forward_head(self, x, pre_logits: bool = False):
         """(B, N, C) normalized tokens -> (B, num_labels) logits, the mean of both heads as `call` gives
