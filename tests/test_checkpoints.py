@@ -11,7 +11,7 @@ import pytest
 torch = pytest.importorskip("torch")
 safetensors_torch = pytest.importorskip("safetensors.torch")
 
-from efficientformer.checkpoints.loading import expected_shapes, infer_config, load_checkpoint
+from efficientformer.checkpoints import expected_shapes, infer_config, load_checkpoint
 from efficientformer.config import EfficientFormerConfig
 from efficientformer.errors import CheckpointError
 

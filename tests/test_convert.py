@@ -10,7 +10,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from efficientformer.checkpoints.loading import load_checkpoint, read_state_dict  # noqa: E402
+from efficientformer.checkpoints import load_checkpoint, read_state_dict  # noqa: E402
 from efficientformer.cli import main  # noqa: E402
 from efficientformer.checkpoints.conversion import convert  # noqa: E402
 from efficientformer.models.pytorch import EfficientFormerForImageClassificationWithTeacher  # noqa: E402
@@ -127,7 +127,7 @@ def _load_in_timm(folder):
     return model.eval()
 
 
-@pytest.mark.parametrize("source", ["timm-small", "with-teacher", "single-head", "grayscale"])
+@pytest.mark.parametrize("source", ["timm-small", "with-teacher", "single-head", "grayscale", "no-downsample"])
 def test_every_timm_folder_convert_writes_loads_in_timm_with_our_logits(fixtures_dir, tmp_path, source):
     from efficientformer import create_model
     from efficientformer.models.pytorch import EfficientFormerForImageClassification
@@ -140,9 +140,12 @@ def test_every_timm_folder_convert_writes_loads_in_timm_with_our_logits(fixtures
         src = _random_model(EfficientFormerForImageClassificationWithTeacher, tmp_path, source)
     elif source == "single-head":
         src = _random_model(EfficientFormerForImageClassification, tmp_path, source, **timm_eps)
-    else:  # as the bundled Fashion-MNIST model: one input channel, written as timm's in_chans
+    elif source == "grayscale":  # as the bundled Fashion-MNIST model: one input channel, timm's in_chans
         src = _random_model(EfficientFormerForImageClassificationWithTeacher, tmp_path, source, num_channels=1,
                             **timm_eps)
+    else:  # stages 1 and 2 share a width and no Downsample: every list index after it moves (timm's flags)
+        src = _random_model(EfficientFormerForImageClassificationWithTeacher, tmp_path, source, **timm_eps,
+                            hidden_sizes=[8, 16, 16, 32], downsamples=[True, False, True, True])
     result = convert(src, tmp_path / "timm", format="timm")
     if source == "with-teacher":
         assert any("LayerNorm eps 1e-05" in note for note in result.notes)
@@ -151,13 +154,21 @@ def test_every_timm_folder_convert_writes_loads_in_timm_with_our_logits(fixtures
     model = _load_in_timm(tmp_path / "timm")
     ours = create_model(load_checkpoint(tmp_path / "timm"))
     channels = 1 if source == "grayscale" else 3
-    pixels = torch.randn(2, channels, 224, 224, generator=torch.Generator().manual_seed(0))
+    size = 112 if source == "no-downsample" else 224  # timm runs at the 7x7 token grid it was built for only
+    pixels = torch.randn(2, channels, size, size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         np.testing.assert_allclose(model(pixels).numpy(), ours(pixels).logits.numpy(), atol=1e-5, rtol=0)
     cfg = json.loads((tmp_path / "timm" / "config.json").read_text())
     assert cfg["model_args"]["num_classes"] == cfg["num_classes"] == (10 if source == "timm-small" else 5)
     if source == "single-head":
         assert any("both heads" in note for note in result.notes)
+    if source == "no-downsample":  # timm's folder on to the original layout, and back: the same function
+        assert cfg["model_args"]["downsamples"] == [False, True, False, True]
+        convert(tmp_path / "timm", tmp_path / "original.pth", format="original")
+        again = create_model(load_checkpoint(tmp_path / "original.pth"))
+        assert again.config.downsamples[:3] == [True, False, True]
+        with torch.no_grad():
+            np.testing.assert_allclose(again(pixels).logits.numpy(), ours(pixels).logits.numpy(), atol=1e-5, rtol=0)
     if source == "timm-small":  # timm's numbers, and timm reading the folder on its own
         import timm
 

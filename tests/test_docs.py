@@ -83,12 +83,22 @@ def _available(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-def page_script(page: Path) -> tuple[str, list[str]]:
-    """A Python script running the page's blocks in order, and the skip reasons of skipped blocks."""
+def _section(text: str, line: int) -> str:
+    """The `## ` heading a line of a Markdown page falls under ("" before the first)."""
+    headings = [h for h in text.splitlines()[:line] if h.startswith("## ")]
+    return headings[-1][3:].strip() if headings else ""
+
+
+def page_script(page: Path, sections: tuple[str, ...] | None = None) -> tuple[str, list[str]]:
+    """A Python script running the page's blocks in order (only those under `## ` headings starting with one of
+    `sections`, when given), and the skip reasons of skipped blocks."""
     rel = page.relative_to(ROOT).as_posix()
+    text = page.read_text(encoding="utf-8")
     lines = ["import os, subprocess, sys, time", "ns = {'__name__': '__main__'}", "start = time.perf_counter()"]
     skipped = []
     for language, code, line, reason in code_blocks(page):
+        if sections is not None and not _section(text, line).startswith(sections):
+            continue
         if reason is not None:
             skipped.append(f"{rel}:{line} ({reason})")
             continue
@@ -139,12 +149,13 @@ def _stand_in_checkpoints(base: Path) -> tuple[Path, Path]:
     return cache, original
 
 
-def _run_page(page: Path, base: Path, env: dict, fixtures_dir: Path, original: Path):
-    """Run the page's examples in a scratch folder; None when it has nothing to run."""
-    script, _ = page_script(page)
+def _run_page(page: Path, base: Path, env: dict, fixtures_dir: Path, original: Path,
+              sections: tuple[str, ...] | None = None, name: str = ""):
+    """Run the page's examples (or those of `sections`) in a scratch folder; None when it has nothing to run."""
+    script, _ = page_script(page, sections)
     if "exec(" not in script and "subprocess.run([" not in script:
         return None
-    work = base / page.relative_to(ROOT).as_posix().replace("/", "_").removesuffix(".md")
+    work = base / (page.relative_to(ROOT).as_posix().replace("/", "_").removesuffix(".md") + name)
     (work / "photos").mkdir(parents=True)
     for name in PHOTOS:
         shutil.copy(fixtures_dir / "images" / name, work / "photos" / name)
@@ -186,6 +197,26 @@ def test_page_examples_run(page: Path, docs_env) -> None:
     assert result.returncode == 0, (
         f"an example of {page.relative_to(ROOT)} failed (the traceback names the Markdown line):\n"
         f"{result.stdout[-4000:]}\n{result.stderr[-6000:]}")
+
+
+# transformers 4.57 (which still ships EfficientFormer) beside the suite's 5.x: scripts/test.sh installs it with its
+# huggingface_hub 0.x into this folder of the environment, put first on the path of one subprocess
+TRANSFORMERS_4 = Path(sys.prefix) / "transformers-4.57"
+
+
+def test_task_guide_runs_on_transformers_4_57(docs_env):
+    """The guide's transformers section (Trainer, Auto classes, pipeline) on transformers 4.57, where transformers'
+    own EfficientFormer classes answer the Auto API; the suite's other run of the page uses transformers 5."""
+    if not (TRANSFORMERS_4 / "transformers").is_dir():
+        pytest.skip(f"transformers 4.57 is not installed in {TRANSFORMERS_4} (scripts/test.sh installs it)")
+    base, env, fixtures_dir, original = docs_env
+    env = dict(env, PYTHONPATH=os.pathsep.join([str(TRANSFORMERS_4), env.get("PYTHONPATH", "")]),
+               USE_TF="0")  # transformers 4 refuses to import beside Keras 3 unless told to leave TensorFlow alone
+    page = DOCS / "guides" / "image-classification.md"
+    result = _run_page(page, base, env, fixtures_dir, original, sections=("1.", "7."), name="-transformers-4.57")
+    assert result.returncode == 0, f"{result.stdout[-4000:]}\n{result.stderr[-6000:]}"
+    assert "transformers.models.deprecated.efficientformer" in result.stdout  # 4.57's own class loaded the folder
+    assert "answer transformers' Auto API: False" in result.stdout
 
 
 # ------------------------------------------------------------------------------------------ README

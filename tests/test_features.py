@@ -288,3 +288,38 @@ def test_keras_classes_have_the_same_forward_surface(fixtures_dir):
         for call in (keras_model, keras_model.forward_intermediates):
             with pytest.raises(InputError, match=message):
                 call(bad)
+
+
+def test_keras_features_only_backbone_and_reset_classifier_mirror_pytorch(fixtures_dir, tmp_path):
+    pytest.importorskip("keras")
+    from efficientformer.errors import ConfigError
+    from efficientformer.models.keras import models as tfm
+    folder = fixtures_dir / "hf-tiny"
+    pixels = np.load(folder / "expected.npz")["pixel_values"]
+    with pytest.warns(UserWarning, match="not used by TFEfficientFormerModel"):  # the folder's heads
+        keras_backbone = tfm.TFEfficientFormerModel.from_pretrained(folder, out_indices=(1, 3))
+    torch_backbone = EfficientFormerModel.from_pretrained(folder, out_indices=(1, 3))
+    with torch.no_grad():
+        expected = torch_backbone(torch.from_numpy(pixels))
+    got = keras_backbone(pixels)
+    assert len(got) == 2 and keras_backbone.feature_info.channels() == torch_backbone.feature_info.channels()
+    for a, b in zip(got, expected):
+        np.testing.assert_allclose(np.asarray(a), b.numpy(), atol=1e-5, rtol=0)
+    # the features-only setting survives Keras' own serialization
+    again = tfm.TFEfficientFormerModel.from_config(keras_backbone.get_config())
+    assert again.out_indices == (1, 3)
+    with pytest.raises(ConfigError, match="TFEfficientFormerModel.from_pretrained"):
+        tfm.TFEfficientFormerForImageClassification.from_pretrained(folder, out_indices=(1, 3))
+
+    # reset_classifier: new heads of the new size, the old weights gone from the model, saved and reloaded
+    model = tfm.TFEfficientFormerForImageClassificationWithTeacher.from_pretrained(folder)
+    count = len(model.weights)
+    model.reset_classifier(7)
+    assert model.config.num_labels == 7 and tuple(model(pixels).logits.shape) == (2, 7)
+    assert len(model.weights) == count and all(w.shape[-1] == 7 for w in model.get_classifier()[0].weights)
+    model.save_pretrained(tmp_path / "seven")
+    reloaded = tfm.TFEfficientFormerForImageClassificationWithTeacher.from_pretrained(tmp_path / "seven")
+    np.testing.assert_allclose(np.asarray(reloaded(pixels).logits), np.asarray(model(pixels).logits), atol=1e-6,
+                               rtol=0)
+    with pytest.raises(InputError, match="num_classes"):
+        model.reset_classifier(-1)

@@ -67,3 +67,22 @@ def test_training_wrappers_and_bare_model_keys_are_normalized():
     bare = strip_wrappers(["patch_embed.convolution1.weight", "encoder.last_stage.meta4D_layers.blocks.0.layer_scale_1",
                            "layernorm.bias"])
     assert all(v.startswith("efficientformer.") for v in bare.values())
+
+
+def test_list_indices_follow_the_plan_when_a_downsample_is_missing():
+    """Stages 1 and 2 share a width and no Downsample: stage 2 sits at list index 3, not 4, in transformers and
+    the original layout, and timm's stage 3 starts with the only later Downsample."""
+    from conftest import tiny_config
+    from efficientformer.models.pytorch import EfficientFormerForImageClassificationWithTeacher
+
+    config = tiny_config(hidden_sizes=[8, 16, 16, 32], downsamples=[True, False, True, True])
+    keys = list(EfficientFormerForImageClassificationWithTeacher(config).state_dict())
+    layout = Layout.from_config(config)
+    assert layout.positions == (0, 2, 3, 5)
+    names = {fmt: convert_state_dict(dict.fromkeys(keys), "transformers", fmt) for fmt in ("timm", "original")}
+    assert "network.4.proj.weight" in names["original"] and "stages.3.downsample.conv.weight" in names["timm"]
+    assert not any(k.startswith("stages.2.downsample") for k in names["timm"])
+    for fmt, converted in names.items():
+        assert layout_from_keys(converted, fmt) == layout
+        assert list(convert_state_dict(converted, fmt, "transformers")) == keys
+    assert layout_from_keys(keys, "transformers") == layout

@@ -50,6 +50,8 @@ from ..presets import RELEASED_PREPROCESSING
 from .folder import write_model_folder
 from .keys import Layout, convert_state_dict
 from .loading import Checkpoint, load_checkpoint
+from .conversion_v2 import timm_support_error_v2, write_v2
+from .loading_v2 import is_v2_config
 
 OUTPUT_FORMATS = {"hf": "transformers", "transformers": "transformers", "timm": "timm", "original": "original"}
 DTYPES = ("float32", "float16", "bfloat16")
@@ -147,9 +149,6 @@ def timm_support_error(config: EfficientFormerConfig, state: dict) -> str | None
         # that infer the model from its weights, so the folder would come back with 3
         return (f"the timm layout keeps timm's default pool_size=3, and this model has pool_size={config.pool_size}; "
                 "convert to --format hf or original instead.")
-    if len(plan(config).downsamples) != config.num_stages - 1:
-        return ("timm's EfficientFormer layout written here needs a downsampling step between every two stages, and "
-                f"this model has downsamples={config.downsamples}; convert to --format hf or original instead.")
     if f"{CLASS_HEAD}.weight" not in state and f"{DISTILLATION_HEAD}.weight" not in state:
         return ("timm's EfficientFormer folder holds a classifier, and this checkpoint is a bare backbone (no head); "
                 "convert a classification checkpoint, or use --format hf or original for the backbone.")
@@ -170,6 +169,9 @@ def _timm_config(checkpoint: Checkpoint) -> dict:
                                   "num_classes": config.num_labels}
     if config.num_channels != 3:
         model_args["in_chans"] = config.num_channels
+    before = {down.after + 1 for down in plan(config).downsamples}
+    if len(before) != config.num_stages - 1:  # timm's flags say which stage starts with a Downsample
+        model_args["downsamples"] = [i in before for i in range(config.num_stages)]
     return {
         "architecture": arch,
         "num_classes": config.num_labels,
@@ -334,19 +336,23 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, *, format: str = "hf
     _check_not_source(dst, path, sources, folder_source)
     notes: list[str] = []
     state = source.state_dict
+    v2 = is_v2_config(source.config)  # EfficientFormerV2: its own key table and timm config (conversion_v2)
     if kind == "timm":
-        problem = timm_support_error(source.config, state)
+        problem = (timm_support_error_v2 if v2 else timm_support_error)(source.config, state)
         if problem:
             raise InputError(problem)
-        state, doubled = _with_both_heads(state)
-        if doubled:
-            notes.append("timm's EfficientFormer always has a distillation head; the classifier was written as "
-                         "both heads (timm averages them, so its logits are this model's)")
+        if not v2:  # timm's V2 takes distillation=False; its V1 always has both heads
+            state, doubled = _with_both_heads(state)
+            if doubled:
+                notes.append("timm's EfficientFormer always has a distillation head; the classifier was written as "
+                             "both heads (timm averages them, so its logits are this model's)")
     state = _cast(state, dtype)
-    if kind != "transformers" and source.config.layer_norm_eps != TIMM_LAYER_NORM_EPS:
+    if not v2 and kind != "transformers" and source.config.layer_norm_eps != TIMM_LAYER_NORM_EPS:
         notes.append(f"the {kind} layout implies LayerNorm eps {TIMM_LAYER_NORM_EPS:g} (this model used "
                      f"{source.config.layer_norm_eps:g}); the verified difference below includes that change")
-    if kind == "transformers":
+    if v2:
+        write_v2(source, state, kind, path, processor_settings(source))
+    elif kind == "transformers":
         _write_hf(source, state, path)
     elif kind == "timm":
         _write_timm(source, state, path)

@@ -13,8 +13,11 @@ The layouts:
 Every row of `RULES` names the same tensor in each layout. A pattern is a key with placeholders:
 `{p}` is a parameter name (`weight`, `bias`, `running_mean`, ...); `{stage}` and `{block}` are the
 indices being translated; `{last}` (index of the last stage) and `{m4}` (number of Meta4D blocks in the
-last stage) are constants of the model, held by a `Layout`. A placeholder may be an affine expression
-such as `{2*stage-1}` or `{block+m4+1}`: the inverse direction solves it for the index.
+last stage) are constants of the model, held by a `Layout`; `pos(stage)` is the index of a stage in the
+list that transformers (`intermediate_stages`) and the original code (`network`) build, where each
+stage is followed by its Downsample when it has one (`models.architecture.plan` says where: by default
+after every stage but the last, so stage `i` sits at `2*i`). A placeholder may be an affine expression
+such as `{pos(stage)-1}` or `{block+m4+1}`: the inverse direction solves it for the index.
 
 The last stage is where the layouts differ most: timm and the original code keep all its blocks in one
 list and put a parameter-free `Flat` module between the Meta4D and the Meta3D blocks, so Meta3D block
@@ -42,18 +45,19 @@ FORMATS = ("transformers", "timm", "original")
 # ----------------------------------------------------------------------------------------- the table
 # Module prefixes of each part of the network: (transformers, timm, original).
 _STEM = ("efficientformer.patch_embed", "stem", "patch_embed")
-_META4D = ("efficientformer.encoder.intermediate_stages.{2*stage}.meta4D_layers.blocks.{block}",
+_META4D = ("efficientformer.encoder.intermediate_stages.{pos(stage)}.meta4D_layers.blocks.{block}",
            "stages.{stage}.blocks.{block}",
-           "network.{2*stage}.{block}")
-_DOWNSAMPLE = ("efficientformer.encoder.intermediate_stages.{2*stage-1}",
+           "network.{pos(stage)}.{block}")
+# the Downsample in front of stage `stage` (timm keeps it in that stage; the lists put it just before it)
+_DOWNSAMPLE = ("efficientformer.encoder.intermediate_stages.{pos(stage)-1}",
                "stages.{stage}.downsample",
-               "network.{2*stage-1}")
+               "network.{pos(stage)-1}")
 _LAST_META4D = ("efficientformer.encoder.last_stage.meta4D_layers.blocks.{block}",
                 "stages.{last}.blocks.{block}",
-                "network.{2*last}.{block}")
+                "network.{pos(last)}.{block}")
 _LAST_META3D = ("efficientformer.encoder.last_stage.meta3D_layers.blocks.{block}",
                 "stages.{last}.blocks.{block+m4+1}",
-                "network.{2*last}.{block+m4+1}")
+                "network.{pos(last)}.{block+m4+1}")
 
 # Members of each part: (transformers, timm, original) suffixes after the prefix.
 _STEM_MEMBERS = (
@@ -121,27 +125,48 @@ class Layout:
     Args:
         last: index of the last stage (3 for the four-stage models).
         m4: number of Meta4D blocks in the last stage (`depths[-1] - num_meta3d_blocks`).
+        positions: index of each stage, 0..last, in the lists of transformers and the original code;
+            None for the usual network with a Downsample after every stage but the last (`2 * stage`).
     """
 
     last: int
     m4: int
+    positions: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        positions = tuple(range(0, 2 * self.last + 1, 2)) if self.positions is None else tuple(self.positions)
+        if len(positions) != self.last + 1 or list(positions) != sorted(set(positions)):
+            raise ValueError(f"Layout.positions {positions} must give {self.last + 1} increasing list indices")
+        object.__setattr__(self, "positions", positions)
+
+    def position(self, stage: int) -> int | None:
+        """List index of stage `stage` (None when the model has no such stage)."""
+        return self.positions[stage] if 0 <= stage <= self.last else None
+
+    def stage_at(self, position: int) -> int | None:
+        """The stage at list index `position` (None when a Downsample or nothing sits there)."""
+        return self.positions.index(position) if position in self.positions else None
 
     @classmethod
     def from_config(cls, config) -> "Layout":
         """The layout of an `EfficientFormerConfig`, read off its architecture plan."""
         from ..models.architecture import plan
 
-        stages = plan(config).stages
-        return cls(last=len(stages) - 1, m4=stages[-1].num_meta4d)
+        network = plan(config)
+        stages = network.stages
+        # the last stage follows every entry of `intermediate_stages` in the original code's list
+        positions = tuple(s.position for s in stages[:-1]) + (len(network.layout),)
+        return cls(last=len(stages) - 1, m4=stages[-1].num_meta4d, positions=positions)
 
 
 _UNKNOWNS = ("stage", "block")
-_TERM = re.compile(r"([+-]?)\s*(?:(\d+)\s*\*\s*)?([a-z_][a-z0-9_]*|\d+)")
+_TERM = re.compile(r"([+-]?)\s*(?:(\d+)\s*\*\s*)?(pos\([a-z_]+\)|[a-z_][a-z0-9_]*|\d+)")
 
 
-def _affine(expr: str) -> tuple[str | None, int, dict[str, int]]:
-    """Parse `a*x + terms` into (unknown x or None, factor a, {constant name or '': coefficient})."""
-    unknown, factor, consts = None, 0, {}
+def _affine(expr: str) -> tuple[str | None, int, dict[str, int], bool]:
+    """Parse `a*x + terms` into (unknown x or None, factor a, {constant name or '': coefficient}, whether
+    the unknown is a stage's list index `pos(x)` rather than x itself)."""
+    unknown, factor, consts, mapped = None, 0, {}, False
     pos = 0
     expr = expr.replace(" ", "")
     while pos < len(expr):
@@ -153,14 +178,16 @@ def _affine(expr: str) -> tuple[str | None, int, dict[str, int]]:
         name = m.group(3)
         if name.isdigit():
             consts[""] = consts.get("", 0) + coef * int(name)
-        elif name in _UNKNOWNS:
-            if unknown not in (None, name):
+        elif name in _UNKNOWNS or name == "pos(stage)":
+            if unknown is not None:
                 raise ValueError(f"placeholder {{{expr}}} has two unknowns")
-            unknown, factor = name, factor + coef
-        else:
+            unknown, factor, mapped = "stage" if name == "pos(stage)" else name, coef, name == "pos(stage)"
+        elif name in ("last", "m4", "pos(last)"):
             consts[name] = consts.get(name, 0) + coef
+        else:
+            raise ValueError(f"unknown name {name!r} in placeholder {{{expr}}} of key_mapping.RULES")
         pos = m.end()
-    return unknown, factor, consts
+    return unknown, factor, consts, mapped
 
 
 @dataclass(frozen=True)
@@ -169,10 +196,27 @@ class _Slot:
     unknown: str | None
     factor: int
     consts: tuple[tuple[str, int], ...]
+    mapped: bool = False  # the unknown enters as its list index, `pos(stage)`
 
     def offset(self, layout: Layout) -> int:
-        values = {"": 1, "last": layout.last, "m4": layout.m4}
+        values = {"": 1, "last": layout.last, "m4": layout.m4, "pos(last)": layout.position(layout.last)}
         return sum(coef * values[name] for name, coef in self.consts)
+
+    def solve(self, number: int, layout: Layout) -> int | None:
+        """The unknown's value that makes this placeholder read `number` (None when none does)."""
+        number -= self.offset(layout)
+        if number % self.factor or number // self.factor < 0:
+            return None
+        value = number // self.factor
+        return layout.stage_at(value) if self.mapped else value
+
+    def write(self, value: int, layout: Layout) -> int | None:
+        """The number this placeholder reads for the unknown's `value` (None when the model lacks it)."""
+        if self.mapped:
+            value = layout.position(value)
+            if value is None:
+                return None
+        return self.offset(layout) + self.factor * value
 
 
 @lru_cache(maxsize=None)
@@ -187,8 +231,8 @@ def _parse(pattern: str) -> tuple[tuple[str, ...], tuple[_Slot, ...]]:
         if expr == "p":
             slots.append(_Slot("p", None, 0, ()))
         else:
-            unknown, factor, consts = _affine(expr)
-            slots.append(_Slot(expr, unknown, factor, tuple(sorted(consts.items()))))
+            unknown, factor, consts, mapped = _affine(expr)
+            slots.append(_Slot(expr, unknown, factor, tuple(sorted(consts.items())), mapped))
     pieces.append(rest)
     return tuple(pieces), tuple(slots)
 
@@ -222,25 +266,24 @@ def _match(pattern: str, key: str, layout: Layout) -> dict[str, object] | None:
         if slot.expr == "p":
             name, value = "p", text
         else:
-            number = int(text) - slot.offset(layout)
-            if number % slot.factor or number // slot.factor < 0:
+            name, value = slot.unknown, slot.solve(int(text), layout)
+            if value is None:
                 return None
-            name, value = slot.unknown, number // slot.factor
         if values.setdefault(name, value) != value:
             return None
     return values
 
 
-def _render(pattern: str, values: Mapping[str, object], layout: Layout) -> str:
+def _render(pattern: str, values: Mapping[str, object], layout: Layout) -> str | None:
     pieces, slots = _parse(pattern)
     out = [pieces[0]]
     for slot, piece in zip(slots, pieces[1:]):
         if slot.expr == "p":
             out.append(str(values["p"]))
         else:
-            number = slot.offset(layout)
-            if slot.unknown is not None:
-                number += slot.factor * int(values[slot.unknown])  # type: ignore[arg-type]
+            number = slot.offset(layout) if slot.unknown is None else slot.write(int(values[slot.unknown]), layout)
+            if number is None:
+                return None
             out.append(str(number))
         out.append(piece)
     return "".join(out)
@@ -264,7 +307,9 @@ def convert_key(key: str, src: str, dst: str, layout: Layout) -> str | None:
     for rule in RULES:
         values = _match(rule[i], key, layout)
         if values is not None:
-            return _render(rule[j], values, layout)
+            name = _render(rule[j], values, layout)
+            if name is not None:
+                return name
     return None
 
 
@@ -288,36 +333,58 @@ def strip_wrappers(keys: Iterable[str]) -> dict[str, str]:
     return out
 
 
+# Per layout: (an entry of the stage list, a stage's block with its list entry, a Downsample entry).
 _INDEX = {
     "transformers": (re.compile(r"efficientformer\.encoder\.intermediate_stages\.(\d+)\."),
-                     re.compile(r"efficientformer\.encoder\.last_stage\.meta4D_layers\.blocks\.(\d+)\.")),
-    "timm": (re.compile(r"stages\.(\d+)\."), re.compile(r"stages\.(\d+)\.blocks\.(\d+)\.(token_mixer\.)?")),
-    "original": (re.compile(r"network\.(\d+)\."), re.compile(r"network\.(\d+)\.(\d+)\.(token_mixer\.)?")),
+                     re.compile(r"efficientformer\.encoder\.intermediate_stages\.(\d+)\.meta4D_layers\."),
+                     re.compile(r"efficientformer\.encoder\.intermediate_stages\.(\d+)\.projection\.")),
+    "timm": (re.compile(r"stages\.(\d+)\."), re.compile(r"stages\.(\d+)\.blocks\.(\d+)\.(token_mixer\.)?"),
+             re.compile(r"stages\.(\d+)\.downsample\.")),
+    "original": (re.compile(r"network\.(\d+)\."), re.compile(r"network\.(\d+)\.(\d+)\.(token_mixer\.)?"),
+                 re.compile(r"network\.(\d+)\.proj\.")),
 }
+_LAST_META4D_BLOCK = re.compile(r"efficientformer\.encoder\.last_stage\.meta4D_layers\.blocks\.(\d+)\.")
+
+
+def _indices(regex: re.Pattern, keys: list[str]) -> list[int]:
+    return sorted({int(m.group(1)) for m in map(regex.match, keys) if m})
 
 
 def layout_from_keys(keys: Iterable[str], fmt: str) -> Layout:
     """Read the `Layout` constants off the keys of a state dict in layout `fmt`.
 
-    The last stage is the highest stage index; the number of its Meta4D blocks is the number of
-    `meta4D_layers` blocks (transformers) or the list index of its first attention block minus one for
-    the `Flat` module (timm, original).
+    The stages are the list entries that hold blocks (transformers, original) or the `stages.S` indices
+    (timm, where a Downsample in front of stage S adds an entry to the other two layouts' lists); the last
+    stage is the highest. The number of its Meta4D blocks is the number of `meta4D_layers` blocks
+    (transformers) or the list index of its first attention block minus one for the `Flat` module (timm,
+    original).
     """
     _check_format(fmt)
     keys = list(keys)
-    stage_re, block_re = _INDEX[fmt]
-    stages = [int(m.group(1)) for m in map(stage_re.match, keys) if m]
+    entry_re, block_re, down_re = _INDEX[fmt]
     if fmt == "transformers":
-        last = (max(stages) + 2) // 2 if stages else 0
-        blocks = [int(m.group(1)) for m in map(block_re.match, keys) if m]
-        return Layout(last=last, m4=max(blocks) + 1 if blocks else 0)
-    top = max(stages) if stages else 0
-    last = top if fmt == "timm" else top // 2
-    in_last = [m for m in map(block_re.match, keys) if m and int(m.group(1)) == top]
+        stages = _indices(block_re, keys)
+        entries = _indices(entry_re, keys)
+        # `last_stage` comes after every entry of `intermediate_stages`
+        positions = tuple(stages) + ((max(entries) + 1) if entries else 0,)
+        blocks = _indices(_LAST_META4D_BLOCK, keys)
+        return Layout(last=len(stages), m4=max(blocks) + 1 if blocks else 0, positions=positions)
+    blocks = [m for m in map(block_re.match, keys) if m]
+    if fmt == "timm":
+        top = max(_indices(entry_re, keys), default=0)
+        downs = set(_indices(down_re, keys))
+        positions = [0]
+        for stage in range(1, top + 1):
+            positions.append(positions[-1] + 1 + (stage in downs))
+        last = top
+    else:
+        stages = sorted({int(m.group(1)) for m in blocks})
+        positions, top = (stages or [0]), (stages[-1] if stages else 0)
+        last = len(positions) - 1
+    in_last = [m for m in blocks if int(m.group(1)) == top]
     attention = [int(m.group(2)) for m in in_last if m.group(3)]
-    if attention:
-        return Layout(last=last, m4=min(attention) - 1)
-    return Layout(last=last, m4=max((int(m.group(2)) for m in in_last), default=-1) + 1)
+    m4 = min(attention) - 1 if attention else max((int(m.group(2)) for m in in_last), default=-1) + 1
+    return Layout(last=last, m4=m4, positions=tuple(positions))
 
 
 def match_counts(keys: Iterable[str]) -> dict[str, int]:

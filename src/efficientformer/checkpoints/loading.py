@@ -24,10 +24,10 @@ from ..constants import CONFIG_NAME, PREPROCESSOR_NAME, PT_WEIGHTS_NAMES, TIMM_L
 from ..errors import CheckpointError, ConfigError
 from ..labels import with_known_names
 from .keys import FORMATS, convert_state_dict, detect_format, strip_wrappers
-# the pieces load_checkpoint is made of, importable from here as before the split
-from .reading import check_archive, check_readable, check_tensors, load_error, read_state_dict  # noqa: F401
+from .keys_v2 import is_v2_keys
+from .reading import check_tensors, read_state_dict
 from .infer import infer_config
-from .shapes import check_shapes, complete_buffers, expected_shapes, state_dict_mismatch  # noqa: F401
+from .shapes import check_shapes, complete_buffers
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -170,6 +170,11 @@ def load_checkpoint(name_or_path: str | os.PathLike, *, revision: str | None = N
     hub = {"revision": revision, "cache_dir": cache_dir, "local_files_only": local_files_only, "token": token}
     weights, config_path, processor_path = _find_files(name, hub)
     raw = read_state_dict(weights, allow_training_args=allow_training_args)
+    if is_v2_keys(raw):  # EfficientFormerV2: its own key table, shapes and config (checkpoints.loading_v2)
+        from .loading_v2 import load_v2
+
+        return load_v2(raw, weights=weights, config_data=_read_json(config_path) if config_path else None,
+                       config_path=config_path, processor=_read_json(processor_path) if processor_path else None)
     state, fmt = to_transformers_layout(raw, source=weights)
     check_tensors(raw, source=weights)  # after the layout check: a non-EfficientFormer file is named as such
     config_data = _read_json(config_path) if config_path else None

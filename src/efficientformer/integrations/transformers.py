@@ -67,6 +67,20 @@ def _post_init(self, **kwargs: Any) -> None:
     self.to_efficientformer()  # our checks, with their one-sentence errors, at construction
 
 
+def _init_v4(self, **kwargs: Any) -> None:
+    """transformers 4's configs are plain classes that set their fields in `__init__` (5's are dataclasses with
+    `__post_init__`): ours first, then the base's, then the same completion and checks as `_post_init`. The
+    wrappers then work with transformers 4's Trainer too, and `hidden_size` is written to `config.json`, where
+    transformers 4's own WithTeacher class reads it."""
+    for name, default in _config._DEFAULTS.items():
+        setattr(self, name, kwargs.pop(name, copy.deepcopy(default)))
+    self.hidden_size = kwargs.pop("hidden_size", None)
+    _PreTrainedConfig.__init__(self, **kwargs)
+    if self.hidden_size is None and self.hidden_sizes:
+        self.hidden_size = self.hidden_sizes[-1]
+    self.to_efficientformer()
+
+
 def _to_efficientformer(self) -> _config.EfficientFormerConfig:
     """Our `EfficientFormerConfig` with the same architecture, labels and problem type."""
     fields = {name: copy.deepcopy(getattr(self, name)) for name in _config._DEFAULTS}
@@ -94,6 +108,8 @@ _config_namespace_dict.update(__post_init__=_post_init, to_efficientformer=_to_e
                               from_efficientformer=classmethod(_from_efficientformer),
                               __doc__="transformers' view of `efficientformer.EfficientFormerConfig`: the same "
                                       "fields and `config.json`, `model_type` \"efficientformer\".")
+if not dataclasses.is_dataclass(_PreTrainedConfig):
+    _config_namespace_dict["__init__"] = _init_v4
 EfficientFormerConfig = type("EfficientFormerConfig", (_PreTrainedConfig,), _config_namespace_dict)
 
 

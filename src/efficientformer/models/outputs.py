@@ -165,6 +165,40 @@ def take_indices(num_stages: int, indices: Any, name: str = "indices") -> list[i
     return sorted({i % num_stages for i in indices})
 
 
+
+def features_request(num_stages: int, features_only: bool, out_indices: Any) -> tuple[int, ...] | None:
+    """The stages a features-only backbone returns (both backends' `EfficientFormerModel(config,
+    features_only=..., out_indices=...)`), or None for the ordinary backbone."""
+    if not features_only and out_indices is None:
+        return None
+    return tuple(take_indices(num_stages, num_stages if out_indices is None else out_indices, "out_indices"))
+
+
+def features_arguments(cls: type, features_only: bool, out_indices: Any) -> dict[str, Any]:
+    """The constructor arguments `from_pretrained(..., features_only=, out_indices=)` passes on (both
+    backends): none for an ordinary model; refused for a classifier class."""
+    if not features_only and out_indices is None:
+        return {}
+    if not getattr(cls, "supports_features_only", False):
+        from ..errors import ConfigError
+
+        backbone = cls.__name__.split("EfficientFormer")[0] + "EfficientFormerModel"
+        raise ConfigError(f"out_indices/features_only build a features-only backbone, and {cls.__name__} is a "
+                          f"classifier; load it with {backbone}.from_pretrained(path, out_indices=...).")
+    return {"features_only": True, "out_indices": out_indices}
+
+
+def checked_num_classes(num_classes: Any, global_pool: Any) -> int:
+    """The arguments of `reset_classifier` (both backends), as timm's: a class count >= 0 (0: no head) and
+    the only pooling the heads have, the mean over tokens."""
+    from ..errors import InputError
+
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
+        raise InputError(f"num_classes must be a whole number >= 0, got {num_classes!r}.")
+    if global_pool not in (None, "avg"):
+        raise InputError(f"global_pool={global_pool!r} is not supported: the heads average the tokens ('avg').")
+    return num_classes
+
 def intermediates_request(num_stages: int, indices: Any, out_indices: Any, output_fmt: str,
                           intermediates_only: bool, default: Any = None) -> tuple[list[int], bool, str]:
     """The arguments of `forward_intermediates` (both backends) checked and resolved: the stages to return,

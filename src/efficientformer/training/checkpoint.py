@@ -89,7 +89,7 @@ def load_checkpoint_file(path: str | os.PathLike, map_location: str | torch.devi
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}; give a file written by `efficientformer train` "
                               "(OUTPUT/last.pt) or the run's output folder.")
-    from ..checkpoints.loading import check_archive, load_error
+    from ..checkpoints.reading import check_archive, load_error
 
     check_archive(path)  # a zip declaring gigabytes is refused before torch allocates them
     try:

@@ -200,7 +200,7 @@ def wrap_for_steps(run: Run) -> None:
 # ------------------------------------------------------------------------------------ save / resume
 def resume_run(run: Run, state: dict[str, Any], resume_path: Path) -> None:
     """Put a checkpoint's weights, optimizer, schedule, generators and position back into `run`."""
-    from ..checkpoints.loading import state_dict_mismatch
+    from ..checkpoints.shapes import state_dict_mismatch
 
     mismatch = state_dict_mismatch(run.model.state_dict(), state["model"])
     if mismatch:  # else load_state_dict raises a RuntimeError listing every key

@@ -70,7 +70,7 @@ def _read_state_dict(path: str, own: dict[str, torch.Tensor]) -> dict[str, torch
     """The tensors of a timm checkpoint for a model whose state dict is `own`, read as every weights file is:
     no pickled code runs, and a zip bomb, a NaN tensor (it would make every loss NaN) or an integer tensor
     where the model has a float weight (load_state_dict would cast it silently) is refused in one sentence."""
-    from ..checkpoints.loading import check_tensors, read_state_dict
+    from ..checkpoints.reading import check_tensors, read_state_dict
     from ..errors import CheckpointError
 
     state = read_state_dict(path)

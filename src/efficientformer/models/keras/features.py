@@ -27,7 +27,7 @@ class FeaturesMixin:
     def feature_info(self) -> FeatureInfo:
         """Channels, reduction (stride) and layer path of each stage's map in `forward_intermediates`, as
         timm's `feature_info` and the PyTorch classes' (with Keras' `/` paths)."""
-        return stage_feature_info(self.config, self.base_model_prefix + "/", "/")
+        return stage_feature_info(self.config, self.base_model_prefix + "/", "/", getattr(self, "out_indices", None))
 
     def forward_features(self, pixel_values, training: bool = False):
         """(B, C, H, W) images -> (B, N, C_last) tokens after the final LayerNorm."""

@@ -17,7 +17,7 @@ from ...config import EfficientFormerConfig
 from ...constants import HUB_KEYWORDS, PREPROCESSOR_NAME, TF_WEIGHTS_NAME
 from ...errors import CheckpointError, require
 from ..attention_bias import bias_index
-from ..outputs import loading_report
+from ..outputs import features_arguments, loading_report
 
 keras = require("keras", "tf", "the TensorFlow classes")
 
@@ -42,6 +42,8 @@ class PretrainedIO:
                 None (default): `tf_model.h5` when present, else the PyTorch weights.
             config: use this configuration instead of the checkpoint's.
             output_loading_info: also return the loading report (`load_weights_dict`), as the PyTorch classes.
+            features_only, out_indices: `TFEfficientFormerModel` only: build the features-only backbone that
+                returns the maps of these stages (all with `features_only=True`), as the PyTorch class.
             **kwargs: hub arguments (`revision`, `cache_dir`, `local_files_only`, `token`); any other key
                 changes the configuration, e.g. `num_labels=10` (the heads are then newly initialized).
 
@@ -56,6 +58,7 @@ class PretrainedIO:
             ...     "snap-research/efficientformer-l1-300", num_labels=5)
         """
         output_loading_info = kwargs.pop("output_loading_info", False)
+        features = features_arguments(cls, kwargs.pop("features_only", False), kwargs.pop("out_indices", None))
         hub = {k: kwargs.pop(k) for k in HUB_KEYWORDS if k in kwargs}
         name = os.fspath(name_or_path)
         folder = (os.path.dirname(name) or ".") if os.path.isfile(name) else name
@@ -78,7 +81,7 @@ class PretrainedIO:
         if kwargs:
             config = config.copy(**kwargs)
         reinit_heads = stored_config is not None and stored_config.num_labels != config.num_labels
-        model = cls(config)
+        model = cls(config, **features)
         info = model.load_weights_dict(weights, reinit_heads=reinit_heads, source=path)
         model.image_processor = processor
         return (model, info) if output_loading_info else model

@@ -21,7 +21,8 @@ from typing import Any
 from ...config import EfficientFormerConfig
 from ...constants import BASE_PREFIX, CLASS_HEAD, DISTILLATION_HEAD
 from ...errors import ConfigError, InputError, require
-from ..outputs import BaseModelOutput, ImageClassifierOutput, ImageClassifierWithTeacherOutput, ModelOutput
+from ..outputs import (BaseModelOutput, ImageClassifierOutput, ImageClassifierWithTeacherOutput, ModelOutput,
+                       checked_num_classes, features_request)
 from .features import FeaturesMixin, pool_tokens
 from .inputs import check_finite, check_pixel_values
 from .layers import TFEfficientFormerMainLayer, _dense, _serializable
@@ -184,20 +185,41 @@ class TFEfficientFormerPreTrainedModel(FeaturesMixin, PretrainedIO, keras.Model)
 class TFEfficientFormerModel(TFEfficientFormerPreTrainedModel):
     """The backbone: images (B, C, H, W) to normalized tokens (B, N, C_last).
 
+    With `out_indices` (or `features_only=True` for all four stages) it is a features-only backbone, as the
+    PyTorch class: calling it returns the list of those stages' NCHW maps, and the stages after the last
+    requested one do not run; every weight is kept, so it saves and loads as any backbone.
+
     Example:
         >>> import numpy as np
         >>> from efficientformer import EfficientFormerConfig, TFEfficientFormerModel
         >>> model = TFEfficientFormerModel(EfficientFormerConfig.from_preset("l1"))
         >>> model(np.zeros((1, 3, 224, 224), "float32")).last_hidden_state.shape
         TensorShape([1, 49, 448])
+        >>> backbone = TFEfficientFormerModel(EfficientFormerConfig.from_preset("l1"), out_indices=(1, 2, 3))
+        >>> [tuple(f.shape[1:]) for f in backbone(np.zeros((1, 3, 224, 224), "float32"))]
+        [(96, 28, 28), (224, 14, 14), (448, 7, 7)]
     """
 
     keras_name = "tf_efficient_former_model"
+    supports_features_only = True
 
-    def __init__(self, config: EfficientFormerConfig, **kwargs) -> None:
+    def __init__(self, config: EfficientFormerConfig, *, features_only: bool = False, out_indices=None,
+                 **kwargs) -> None:
         super().__init__(config, **kwargs)
+        self.out_indices = features_request(config.num_stages, features_only, out_indices)
         self.efficientformer = TFEfficientFormerMainLayer(config, name="efficientformer")
         self.build()
+
+    def get_config(self) -> dict:
+        out = super().get_config()
+        if self.out_indices is not None:
+            out["out_indices"] = list(self.out_indices)
+        return out
+
+    @classmethod
+    def from_config(cls, config: dict, custom_objects=None):
+        return cls(EfficientFormerConfig.from_dict(config["config"]), name=config.get("name"),
+                   out_indices=config.get("out_indices"))
 
     def call(self, pixel_values, output_attentions: bool | None = None, output_hidden_states: bool | None = None,
              return_dict: bool | None = None, training: bool = False):
@@ -213,19 +235,50 @@ class TFEfficientFormerModel(TFEfficientFormerPreTrainedModel):
             training: BatchNorm batch statistics, dropout and stochastic depth.
 
         Returns:
-            `BaseModelOutput` with `last_hidden_state` (B, N, C_last).
+            `BaseModelOutput` with `last_hidden_state` (B, N, C_last); a features-only backbone returns
+            the list of its stages' (B, C_i, H_i, W_i) maps instead.
 
         Raises:
             InputError: not 4-D, wrong channel count, integer dtype, or smaller than 32x32.
         """
+        if self.out_indices is not None:
+            return self.forward_intermediates(pixel_values, indices=list(self.out_indices), intermediates_only=True,
+                                              training=training)
         tokens, states, attentions = self._backbone(pixel_values, output_hidden_states, training)
         out = BaseModelOutput(last_hidden_state=tokens, hidden_states=states,
                               attentions=attentions if output_attentions else None)
         return out if return_dict is not False else out.to_tuple()
 
 
+class _ClassifierBase(TFEfficientFormerPreTrainedModel):
+    """What both classifier classes share: their heads, as the PyTorch classes' `_ClassifierBase`."""
+
+    def get_classifier(self):
+        """The head (WithTeacher: both heads), as timm's `get_classifier`."""
+        heads = tuple(getattr(self, name) for name in self._head_names)
+        return heads if len(heads) > 1 else heads[0]
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """New, freshly initialized head(s) for `num_classes` classes (0: no head), as the PyTorch classes'
+        and timm's. `config.num_labels` follows (a new count gets generic names `LABEL_0`...); the old
+        heads' weights leave the model, so `model.weights`, `fit` and `save_pretrained` see the new ones."""
+        if checked_num_classes(num_classes, global_pool) != self.config.num_labels:
+            self.config.num_labels = num_classes
+        # Keras locks a built layer's tracked state; a head is replaced as a unit, old variables untracked
+        self._tracker.unlock()
+        try:
+            for name in self._head_names:
+                old = getattr(self, name)
+                if old in self._layers:
+                    self._layers.remove(old)
+                setattr(self, name, self._new_head(name))
+                getattr(self, name).build((None, self.config.hidden_sizes[-1]))
+        finally:
+            self._tracker.lock()
+
+
 @_serializable
-class TFEfficientFormerForImageClassification(TFEfficientFormerPreTrainedModel):
+class TFEfficientFormerForImageClassification(_ClassifierBase):
     """Backbone + mean over tokens + one linear head (`classifier`); the class to fine-tune.
 
     Example:
@@ -276,7 +329,7 @@ class TFEfficientFormerForImageClassification(TFEfficientFormerPreTrainedModel):
 
 
 @_serializable
-class TFEfficientFormerForImageClassificationWithTeacher(TFEfficientFormerPreTrainedModel):
+class TFEfficientFormerForImageClassificationWithTeacher(_ClassifierBase):
     """Backbone + a class head and a distillation head; `logits` is their mean (the paper's inference).
 
     Unlike transformers' class it needs no `hidden_size` in the config, accepts `training=True`, and with

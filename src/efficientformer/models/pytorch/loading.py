@@ -10,8 +10,8 @@ from typing import Any, Sequence
 
 from ...config import EfficientFormerConfig
 from ...constants import BASE_PREFIX, HEADS, PYTORCH_BIN_NAME, SAFETENSORS_NAME
-from ...errors import CheckpointError, ConfigError, require
-from ..outputs import loading_report
+from ...errors import CheckpointError, require
+from ..outputs import features_arguments, loading_report
 
 torch = require("torch", "torch", "the PyTorch EfficientFormer classes")
 
@@ -63,12 +63,7 @@ class PretrainedIO:
         """
         from ...checkpoints.loading import load_checkpoint
 
-        features = {}
-        if features_only or out_indices is not None:
-            features = {"features_only": True, "out_indices": out_indices}
-        if features and not cls.supports_features_only:
-            raise ConfigError(f"out_indices/features_only build a features-only backbone, and {cls.__name__} is a "
-                              "classifier; load it with EfficientFormerModel.from_pretrained(path, out_indices=...).")
+        features = features_arguments(cls, features_only, out_indices)
         checkpoint = load_checkpoint(name_or_path, revision=revision, cache_dir=cache_dir,
                                      local_files_only=local_files_only, token=token,
                                      allow_training_args=allow_training_args)
