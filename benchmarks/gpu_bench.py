@@ -12,6 +12,8 @@ rows measured so far, written after every part):
   tune     the Meta4D kernel's variants (exact column groups, tanh-form GELU) and tiles timed on this GPU,
            then L1 at batch 256, 1 and 8: optimize() defaults against each variant and timm's best mode
   kernel   pytest -k triton of tests/test_optimize_gpu.py (the kernel's correctness tests alone)
+  stem     L1's stem at batch 256 and 1: cuDNN convs against the stem kernel's tiles
+  pool     stages 3-4 at batch 256: residual add + pooling + lerp, Inductor against the add_pool_lerp kernel
 
     PYTHONPATH=src python benchmarks/gpu_bench.py --parts ceil,l1,l3,l7,tests
     # JSON (dated) and log go to $OUT (or --out); copy them into benchmarks/results/
@@ -114,6 +116,8 @@ def compare(name: str, batches: list[int], min_time: float, extra_modes: dict | 
     if profile:
         with torch.no_grad():
             result["profile_ours_b256"] = profile_summary(lambda: ours(inputs[256]), dev, top=25)
+            if 1 in inputs:
+                result["profile_ours_b1"] = profile_summary(lambda: ours(inputs[1]), dev, top=40)
     del ours, timm_run
     torch.cuda.empty_cache()
     for label, kwargs in (extra_modes or {}).items():
@@ -216,6 +220,82 @@ def tune_tiles(min_time: float) -> dict:
     return out
 
 
+STEM_CANDIDATES = [(64, 4, 2), (128, 4, 2), (128, 8, 2), (32, 4, 2), (64, 4, 3), (256, 8, 2), (32, 2, 2),
+                   (64, 2, 2), (16, 2, 2)]  # (BLOCK_M, num_warps, num_stages) of the stem kernel
+
+
+def stem_timing(min_time: float) -> dict:
+    """L1's stem at batch 256 and 1: the two cuDNN convs + ReLUs (bf16, channels-last, eager) against the stem
+    kernel at each tile, on the graph's bf16 channels-last input and on the caller's fp32 NCHW images."""
+    from efficientformer.deploy import kernels
+    from efficientformer.deploy.optimize import fuse
+
+    dev, bf16 = torch.device("cuda"), torch.bfloat16
+    ref_stem = fuse(build_model("l1")).stem.to(dev)
+    stem = fuse(build_model("l1")).stem.to(dev, bf16).to(memory_format=torch.channels_last)
+    out: dict = {"rows": []}
+    with torch.no_grad():
+        for batch in (256, 1):
+            raw = torch.randn(batch, 3, 224, 224, device=dev)
+            x = raw.to(bf16).contiguous(memory_format=torch.channels_last)
+            ref = ref_stem(raw)
+            stem.triton = False
+            seconds = time_call(lambda: stem(x), dev, min_time=min_time)
+            out["rows"].append({"batch": batch, "impl": "cudnn", "us": seconds * 1e6, "rel_err": rel(stem(x), ref)})
+            log(f"stem b={batch} cudnn convs + relu: {seconds * 1e6:.1f} us")
+            stem.enable_triton()
+            for inp_label, inp in (("bf16 nhwc", x), ("fp32 nchw", raw)):
+                for cfg in STEM_CANDIDATES if inp_label == "bf16 nhwc" else STEM_CANDIDATES[:4]:
+                    run = lambda: kernels.stem_launch(inp, stem.w1k, stem.b1k, stem.w2k, stem.b2k, 48, cfg)
+                    try:
+                        err = rel(run(), ref)
+                        seconds = time_call(run, dev, min_time=min_time / 4)
+                    except Exception as err_:
+                        log(f"stem {cfg} failed: {type(err_).__name__}: {str(err_)[:100]}")
+                        continue
+                    out["rows"].append({"batch": batch, "impl": "triton", "input": inp_label, "config": cfg,
+                                        "us": seconds * 1e6, "rel_err": err})
+                    log(f"stem b={batch} triton {inp_label} {cfg}: {seconds * 1e6:.1f} us err {err:.1e}")
+    return out
+
+
+POOL_CANDIDATES = [(64, 64, 4), (32, 64, 4), (64, 32, 4), (128, 32, 4), (32, 128, 4), (16, 64, 2), (128, 64, 8)]
+
+
+def pool_timing(min_time: float) -> dict:
+    """L1's stage 3 (224 x 14 x 14) and 4 (448 x 7 x 7) at batch 256: residual add + pooling + lerp compiled by
+    Inductor against the add_pool_lerp kernel at each tile."""
+    from torch.nn import functional as F
+
+    from efficientformer.deploy import kernels
+
+    dev, bf16 = torch.device("cuda"), torch.bfloat16
+    out: dict = {"rows": []}
+
+    def pytorch(m, y, mix):
+        x = m + y
+        return torch.lerp(x, F.avg_pool2d(x, 3, 1, 1, count_include_pad=False), mix.view(-1, 1, 1))
+
+    compiled = torch.compile(pytorch)
+    for shape in ((256, 224, 14, 14), (256, 448, 7, 7), (1, 224, 14, 14)):
+        m, y = (torch.randn(*shape, device=dev, dtype=bf16).contiguous(memory_format=torch.channels_last)
+                for _ in range(2))
+        mix = torch.rand(shape[1], device=dev, dtype=bf16)
+        ref = pytorch(m.float(), y.float(), mix.float())
+        with torch.no_grad():
+            seconds = time_call(lambda: compiled(m, y, mix), dev, min_time=min_time / 4)
+            out["rows"].append({"shape": shape, "impl": "inductor", "us": seconds * 1e6})
+            log(f"pool {shape} inductor: {seconds * 1e6:.1f} us")
+            for cfg in POOL_CANDIDATES:
+                run = lambda: kernels.add_pool_lerp_launch(m, y, mix, 3, cfg)
+                err = rel(run(), ref)
+                seconds = time_call(run, dev, min_time=min_time / 4)
+                out["rows"].append({"shape": shape, "impl": "triton", "config": cfg, "us": seconds * 1e6,
+                                    "rel_err": err})
+                log(f"pool {shape} triton {cfg}: {seconds * 1e6:.1f} us err {err:.1e}")
+    return out
+
+
 def variants(min_time: float, tuned: dict) -> dict:
     """L1 in one process: optimize() defaults against each kernel variant with its tuned tiles (batch 256), the
     fastest variant with the kernel at every batch size (batch 1 and 8), and timm's best mode at each."""
@@ -299,13 +379,18 @@ def main() -> int:
                 log(str(results["ceilings"]))
             elif part == "l1":
                 results["l1"] = compare("l1", [256, 1, 8, 32], args.min_time, profile=True, extra_modes={
-                    "fp16": {"dtype": "fp16"}, "no-triton": {"kernels": None}})
+                    "fp16": {"dtype": "fp16"}, "no-triton": {"kernels": None},
+                    "no-triton-stem": {"triton_stem": False}, "no-triton-pool": {"triton_pool": False}})
+            elif part == "pool":
+                results["pool"] = pool_timing(args.min_time)
+            elif part == "stem":
+                results["stem"] = stem_timing(args.min_time)
             elif part == "tune":
                 results["tiles"] = tune_tiles(0.2)
                 save()
                 results["variants"] = variants(args.min_time, results["tiles"])
             elif part in ("l3", "l7"):
-                results[part] = compare(part, [256], args.min_time)
+                results[part] = compare(part, [256], args.min_time, extra_modes={"no-triton-pool": {"triton_pool": False}})
             elif part == "kernel":
                 proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-k",
                                        "triton", "tests/test_optimize_gpu.py"], capture_output=True, text=True,
@@ -313,7 +398,7 @@ def main() -> int:
                 results["kernel_tests"] = {"rc": proc.returncode, "tail": proc.stdout[-3000:]}
                 log(f"kernel tests rc={proc.returncode}\n{proc.stdout[-1200:]}")
             elif part == "tests":
-                left = max(60, int(args.budget + 50 - (time.perf_counter() - STARTED)))
+                left = max(300, int(args.budget + 50 - (time.perf_counter() - STARTED)))  # the GPU tests take ~3 min
                 proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rA", "-p", "no:cacheprovider",
                                        "tests/test_optimize_gpu.py"], capture_output=True, text=True, timeout=left)
                 results["tests"] = {"rc": proc.returncode, "tail": proc.stdout[-4000:] + proc.stderr[-2000:]}

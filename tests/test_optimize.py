@@ -76,6 +76,19 @@ def test_matmul_attention_and_gelu_epilogue_compute_the_same_function():
     assert rel(relu_fast(x), outputs(relu_model, x)) < 1e-5
 
 
+def test_chained_residuals_compute_the_same_function():
+    """The pairing of optimize(triton_pool=True): a matrix-product Meta4D block hands (mixed, mlp output) to the
+    next, which adds, pools and mixes (on the GPU in one Triton kernel); on the CPU the same function."""
+    from efficientformer.deploy.optimize import _chain_pool_kernels
+
+    model = tiny()
+    fast = optimize(model)
+    _chain_pool_kernels(fast.fused)
+    assert sum(getattr(block, "defer_residual", False) for block in fast.fused.convs) == 1  # stage 2 of TINY
+    x = torch.randn(2, 3, 64, 64)
+    assert rel(fast(x), outputs(model, x)) < 1e-4
+
+
 def test_source_model_is_untouched_and_still_trains():
     model = tiny()
     model.train()

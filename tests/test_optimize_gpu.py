@@ -1,4 +1,4 @@
-"""optimize() on a CUDA GPU: the Triton Meta4D kernel, the default mode (bf16, compile, CUDA graphs, Triton,
+"""optimize() on a CUDA GPU: the Triton kernels (Meta4D block, stem, add + pool + lerp), the default mode (bf16, compile, CUDA graphs, Triton,
 matmul attention, GELU epilogue) and CUDA graphs over many shapes. Marked `gpu`; skipped without CUDA (CI),
 run on the H200 by benchmarks/gpu_bench.py."""
 
@@ -74,10 +74,47 @@ def test_triton_kernel_variants_match_the_pytorch_block(l1, channels, size, batc
     assert out.is_contiguous(memory_format=torch.channels_last) and rel(out, expected) < 1e-2
 
 
+@pytest.mark.parametrize("name, batch, size", [("l1", 4, (224, 224)), ("l1", 3, (61, 50)), ("l7", 2, (97, 64))])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_triton_stem_matches_the_pytorch_stem(name, batch, size, dtype):
+    """Both stem convs in one kernel: any input layout and dtype, odd sizes (partial tiles, edge padding)."""
+    pytest.importorskip("triton")
+    stem = fuse(build_model(name)).stem.cuda()
+    x = torch.randn(batch, 3, *size, device="cuda")
+    with torch.no_grad():
+        expected = stem(x)
+        stem.to(dtype)
+        assert stem.enable_triton()
+        for inp in (x, x.to(dtype).contiguous(memory_format=torch.channels_last)):
+            out = stem(inp)
+            assert out.shape == expected.shape and out.dtype == dtype
+            assert out.is_contiguous(memory_format=torch.channels_last) and rel(out, expected) < 1e-2
+
+
+@pytest.mark.parametrize("shape", [(64, 224, 14, 14), (3, 448, 7, 7), (2, 40, 5, 9)])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_add_pool_lerp_kernel_matches_pytorch(shape, dtype):
+    """Stages 3-4: the block before's residual add, the pooling and the lerp in one kernel."""
+    pytest.importorskip("triton")
+    import torch.nn.functional as F
+
+    from efficientformer.deploy import kernels
+
+    m = torch.randn(*shape, device="cuda").contiguous(memory_format=torch.channels_last)
+    y = torch.randn(*shape, device="cuda").contiguous(memory_format=torch.channels_last)
+    mix = torch.rand(shape[1], device="cuda")
+    x = m + y
+    expected = torch.lerp(x, F.avg_pool2d(x, 3, 1, 1, count_include_pad=False), mix.view(-1, 1, 1))
+    out = kernels.add_pool_lerp_launch(m.to(dtype), y.to(dtype), mix.to(dtype), 3)
+    assert out.dtype == dtype and out.is_contiguous(memory_format=torch.channels_last)
+    assert rel(out, expected) < 1e-2
+
+
 def test_default_mode_is_the_fast_one_and_close_to_float32(l1):
     fast = optimize(l1, device="cuda")
     assert fast.dtype == torch.bfloat16 and fast.compile_mode == "default" and fast.cuda_graphs
     assert any(getattr(b, "triton", False) for b in fast.fused.convs) == bool(pytest.importorskip("triton"))
+    assert fast.fused.stem.triton and any(getattr(b, "pool_kernel", False) for b in fast.fused.convs)
     for batch in (8, 64):
         x = torch.randn(batch, 3, 224, 224)
         assert rel(fast(x), reference(l1, x)) < 1e-2

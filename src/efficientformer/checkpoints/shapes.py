@@ -8,15 +8,15 @@ transformers layout's (`efficientformer.checkpoints.keys` renames the others).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any
 
 from ..constants import BASE_PREFIX, HEADS
 from ..errors import CheckpointError
 from ..models.architecture import META4D, AttentionPlan, plan
 from .reading import INTEGER_BUFFERS
 
-if TYPE_CHECKING:  # pragma: no cover - only read, so that config.num_parameters() can use this module
-    from ..config import EfficientFormerConfig
+# `config` below is an `EfficientFormerConfig`; this module never imports the config module, so that
+# `EfficientFormerConfig.num_parameters()` can read `expected_shapes` without an import cycle
 
 def state_dict_mismatch(expected: dict, given: dict) -> str | None:
     """How `given` differs from the state dict `expected` (first difference, in words), or None when every
@@ -67,7 +67,7 @@ def _meta3d(prefix: str, attention: AttentionPlan, dim: int, hidden: int, layer_
     return out
 
 
-def expected_shapes(config: "EfficientFormerConfig", *, heads: bool = True) -> dict[str, tuple]:
+def expected_shapes(config: Any, *, heads: bool = True) -> dict[str, tuple]:
     """Every state-dict key of `EfficientFormerForImageClassificationWithTeacher` for `config`, with its shape.
 
     The stages, Downsamples and blocks are those of the architecture plan (`efficientformer.models.architecture`).
@@ -108,7 +108,7 @@ def expected_shapes(config: "EfficientFormerConfig", *, heads: bool = True) -> d
     return out
 
 
-def check_shapes(state_dict: dict, config: "EfficientFormerConfig", *, source: str, against: str) -> None:
+def check_shapes(state_dict: dict, config: Any, *, source: str, against: str) -> None:
     """Raise CheckpointError unless `state_dict` (transformers layout) is exactly what `config` describes.
 
     Heads and rebuildable buffers (`num_batches_tracked`, `attention_bias_idxs`) may be absent.
@@ -136,7 +136,7 @@ def check_shapes(state_dict: dict, config: "EfficientFormerConfig", *, source: s
                                   "is incomplete or belongs to another architecture.")
 
 
-def complete_buffers(state_dict: dict, config: "EfficientFormerConfig") -> dict:
+def complete_buffers(state_dict: dict, config: Any) -> dict:
     """Add the buffers a model can rebuild (`attention_bias_idxs`, BatchNorm `num_batches_tracked`) that a
     state dict lacks (timm versions and hand-saved files omit them), so strict loaders find every key."""
     import torch

@@ -13,7 +13,9 @@ products through the hidden width in BLOCK_H chunks with fp32 accumulation, adds
 writes the tile once: the block costs one read and one write of x.
 
 `meta4d(x, mix, w1t, b1, w2t, b2, act)` is registered as the custom op `efficientformer::meta4d` so
-that `torch.compile` and CUDA graphs treat it as one opaque call.
+that `torch.compile` and CUDA graphs treat it as one opaque call. Two more kernels follow, registered the same
+way: the whole stem (`efficientformer::stem`, both 3x3 stride-2 convs and their ReLUs) and, between the
+matrix-product blocks of stages 3-4, the residual add + pooling + lerp (`efficientformer::add_pool_lerp`).
 """
 
 from __future__ import annotations
@@ -230,3 +232,191 @@ def supported(channels: int, hidden: int, activation: str) -> bool:
     """Whether the kernel handles a block of this shape and activation."""
     return (activation in ACTIVATION_CODES and hidden % block_config(padded(channels), hidden)[1] == 0
             and padded(channels) <= 512)
+
+
+# ------------------------------------------------------------------------------------------- the stem
+# The stem (conv3x3/2 -> ReLU -> conv3x3/2 -> ReLU, BatchNorms folded) as one kernel: a tile of BLOCK_M output
+# pixels gathers, for each of the second conv's 9 taps, the first conv's 27 inputs (3 channels x 3x3, zero
+# past the image) of that tap's position, runs the first conv there as one small matrix product (K = 27 padded
+# to 32) with bias and ReLU, and accumulates the second conv's product. The first conv's output (half the
+# stem's channels at half the resolution, the largest activation of the network) is never written: it is
+# recomputed for each of the up to 9 second-conv outputs that read it (2.25x its 27-MAC work, on tensor cores).
+# Eager or compiled PyTorch runs it as two cuDNN convs (the 3-channel one on a slow direct kernel) and two
+# bias + ReLU passes.
+STEM_CONFIG = (128, 4, 2)  # BLOCK_M, num_warps, num_stages: H200, L1 b256 256 us (64-row tiles 350 us)
+
+if triton is not None:
+    @triton.jit
+    def stem_kernel(x_ptr, out_ptr, w1_ptr, b1_ptr, w2_ptr, b2_ptr, M, H, W, H1, W1, H2, W2, sb, sc, sh, sw,
+                    CIN: tl.constexpr, K1: tl.constexpr, C1P: tl.constexpr, C2: tl.constexpr, C2P: tl.constexpr,
+                    BLOCK_M: tl.constexpr):
+        # w1: (K1, C1P), row k = (i * 3 + j) * CIN + c; w2: (9, C1P, C2P); both zero-padded; b1, b2: fp32
+        pid = tl.program_id(0)
+        rows = pid * BLOCK_M + tl.arange(0, BLOCK_M)
+        row_ok = rows < M
+        image = (rows // (H2 * W2)).to(tl.int64)
+        rem = rows % (H2 * W2)
+        h2 = rem // W2
+        w2 = rem % W2
+        dt = w1_ptr.dtype.element_ty
+        kk = tl.arange(0, K1)
+        k_ok = kk < CIN * 9
+        tap = kk // CIN
+        i1 = tap // 3
+        j1 = tap % 3
+        chan_off = (kk % CIN) * sc
+        c1 = tl.arange(0, C1P)
+        c2 = tl.arange(0, C2P)
+        w1 = tl.load(w1_ptr + kk[:, None] * C1P + c1[None, :])
+        b1 = tl.load(b1_ptr + c1)
+        base = image * sb
+        acc = tl.zeros((BLOCK_M, C2P), dtype=tl.float32)
+        for t in tl.static_range(9):
+            y1 = 2 * h2 + (t // 3 - 1)  # the first conv's output row and column this tap reads
+            x1 = 2 * w2 + (t % 3 - 1)
+            ok1 = row_ok & (y1 >= 0) & (y1 < H1) & (x1 >= 0) & (x1 < W1)
+            y0 = 2 * y1[:, None] + i1[None, :] - 1
+            x0 = 2 * x1[:, None] + j1[None, :] - 1
+            ok0 = ok1[:, None] & k_ok[None, :] & (y0 >= 0) & (y0 < H) & (x0 >= 0) & (x0 < W)
+            a = tl.load(x_ptr + base[:, None] + chan_off[None, :] + y0 * sh + x0 * sw, mask=ok0, other=0.0)
+            hid = tl.dot(a.to(dt), w1) + b1[None, :]
+            hid = tl.where(ok1[:, None], tl.maximum(hid, 0.0), 0.0).to(dt)  # the second conv's zero padding
+            acc = tl.dot(hid, tl.load(w2_ptr + t * C1P * C2P + c1[:, None] * C2P + c2[None, :]), acc=acc)
+        out = tl.maximum(acc + tl.load(b2_ptr + c2)[None, :], 0.0)
+        tl.store(out_ptr + rows[:, None] * C2 + c2[None, :], out.to(dt), mask=row_ok[:, None] & (c2 < C2)[None, :])
+
+
+def stem_output_shape(x: torch.Tensor, channels: int) -> tuple[int, int, int, int]:
+    """(B, channels, H2, W2) of two 3x3 stride-2 convs with padding 1 on x (B, C, H, W)."""
+    h1, w1 = (x.shape[2] + 1) // 2, (x.shape[3] + 1) // 2
+    return x.shape[0], channels, (h1 + 1) // 2, (w1 + 1) // 2
+
+
+def stem_launch(x: torch.Tensor, w1k: torch.Tensor, b1: torch.Tensor, w2k: torch.Tensor, b2: torch.Tensor,
+                channels: int, config: tuple[int, int, int] | None = None) -> torch.Tensor:
+    """Run the stem kernel on x (B, CIN, H, W) of any strides and float dtype; returns channels-last
+    (B, channels, H/4, W/4) in the weights' dtype. w1k (K1, C1P), w2k (9, C1P, C2P): `prepare_stem_weights`."""
+    batch, cin, height, width = x.shape
+    _, _, h2, w2 = stem_output_shape(x, channels)
+    h1, w1 = (height + 1) // 2, (width + 1) // 2
+    rows = batch * h2 * w2
+    block_m, warps, stages = config or STEM_CONFIG
+    out = w1k.new_empty(batch, h2, w2, channels).permute(0, 3, 1, 2)
+    grid = ((rows + block_m - 1) // block_m,)
+    sb, sc, sh, sw = x.stride()
+    stem_kernel[grid](x, out, w1k, b1, w2k, b2, rows, height, width, h1, w1, h2, w2, sb, sc, sh, sw,
+                      CIN=cin, K1=w1k.shape[0], C1P=w1k.shape[1], C2=channels, C2P=w2k.shape[2], BLOCK_M=block_m,
+                      num_warps=warps, num_stages=stages)
+    return out
+
+
+def prepare_stem_weights(w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor):
+    """Folded conv weights (C1, CIN, 3, 3), (C2, C1, 3, 3) -> the stem kernel's zero-padded (K1, C1P) and
+    (9, C1P, C2P) in their dtype, and both biases padded, in float32."""
+    c1, cin = w1.shape[:2]
+    c2 = w2.shape[0]
+    k1, c1p, c2p = padded(9 * cin), padded(c1), padded(c2)
+    w1k = w1.new_zeros(k1, c1p)
+    w1k[:9 * cin, :c1] = w1.permute(2, 3, 1, 0).reshape(9 * cin, c1)
+    w2k = w2.new_zeros(9, c1p, c2p)
+    w2k[:, :c1, :c2] = w2.permute(2, 3, 1, 0).reshape(9, c1, c2)
+    b1p = b1.new_zeros(c1p, dtype=torch.float32)
+    b1p[:c1] = b1.float()
+    b2p = b2.new_zeros(c2p, dtype=torch.float32)
+    b2p[:c2] = b2.float()
+    return w1k.contiguous(), b1p, w2k.contiguous(), b2p
+
+
+def stem_supported(in_channels: int, mid: int, channels: int) -> bool:
+    """Whether the stem kernel handles these widths (its tiles: 9 * in_channels, mid and channels padded to
+    powers of two of at most 128)."""
+    return max(padded(9 * in_channels), padded(mid), padded(channels)) <= 128
+
+
+@functools.lru_cache(maxsize=1)
+def stem_op():
+    """The custom op `torch.ops.efficientformer.stem` (registered on first use)."""
+
+    @torch.library.custom_op("efficientformer::stem", mutates_args=())
+    def stem(x: torch.Tensor, w1k: torch.Tensor, b1: torch.Tensor, w2k: torch.Tensor, b2: torch.Tensor,
+             channels: int) -> torch.Tensor:
+        return stem_launch(x, w1k, b1, w2k, b2, channels)
+
+    @stem.register_fake
+    def _(x, w1k, b1, w2k, b2, channels):
+        batch, _, h2, w2 = stem_output_shape(x, channels)
+        return w1k.new_empty(batch, h2, w2, channels).permute(0, 3, 1, 2)
+
+    return stem
+
+
+# ----------------------------------------------------------------- residual add + pooling mixer (stages 3-4)
+# The Meta4D blocks that run as matrix products (wider than the fused kernel takes) end in `x = m + y` (the
+# mixed input plus the MLP's output) and the next block starts with `lerp(x, avgpool3x3(x), s1)`: PyTorch (or
+# Inductor) writes x, then reads it back to pool it. This kernel reads m and y (the 9 taps of both hit the
+# caches), adds, pools and mixes in one pass and writes only the next block's mixed input.
+POOL_CONFIG = (64, 32, 4)  # BLOCK_M, BLOCK_C, num_warps: H200, L1 stage 3 at b256 39 us (64 x 64 tiles: 51 us)
+
+if triton is not None:
+    @triton.jit
+    def add_pool_lerp_kernel(m_ptr, y_ptr, mix_ptr, out_ptr, M, H, W, C, BLOCK_M: tl.constexpr,
+                             BLOCK_C: tl.constexpr, POOL: tl.constexpr):
+        rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+        cols = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+        row_ok = rows < M
+        col_ok = cols < C
+        rem = rows % (H * W)
+        h = rem // W
+        w = rem % W
+        centre = rows[:, None] * C + cols[None, :]
+        ok = row_ok[:, None] & col_ok[None, :]
+        x = (tl.load(m_ptr + centre, mask=ok, other=0.0).to(tl.float32)
+             + tl.load(y_ptr + centre, mask=ok, other=0.0).to(tl.float32))
+        total = x
+        for i in tl.static_range(POOL):
+            for j in tl.static_range(POOL):
+                if i != POOL // 2 or j != POOL // 2:
+                    hh = h + (i - POOL // 2)
+                    ww = w + (j - POOL // 2)
+                    tap_ok = row_ok & (hh >= 0) & (hh < H) & (ww >= 0) & (ww < W)
+                    nb = (rows + (i - POOL // 2) * W + (j - POOL // 2))[:, None] * C + cols[None, :]
+                    mask = tap_ok[:, None] & col_ok[None, :]
+                    total += (tl.load(m_ptr + nb, mask=mask, other=0.0).to(tl.float32)
+                              + tl.load(y_ptr + nb, mask=mask, other=0.0).to(tl.float32))
+        count_h = tl.minimum(h + POOL // 2, H - 1) - tl.maximum(h - POOL // 2, 0) + 1
+        count_w = tl.minimum(w + POOL // 2, W - 1) - tl.maximum(w - POOL // 2, 0) + 1
+        pooled = total / (count_h * count_w).to(tl.float32)[:, None]
+        s1 = tl.load(mix_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)
+        out = x + s1[None, :] * (pooled - x)
+        tl.store(out_ptr + centre, out.to(out_ptr.dtype.element_ty), mask=ok)
+
+
+def add_pool_lerp_launch(m: torch.Tensor, y: torch.Tensor, mix: torch.Tensor, pool: int,
+                         config: tuple[int, int, int] | None = None) -> torch.Tensor:
+    """lerp(x, avgpool(x), mix) for x = m + y (channels-last (B, C, H, W), count_include_pad=False), in one
+    pass; returns a new channels-last tensor in m's dtype. mix: (C,)."""
+    m = m.contiguous(memory_format=torch.channels_last)
+    y = y.contiguous(memory_format=torch.channels_last)
+    batch, channels, height, width = m.shape
+    rows = batch * height * width
+    block_m, block_c, warps = config or POOL_CONFIG
+    out = torch.empty_like(m, memory_format=torch.channels_last)
+    grid = ((rows + block_m - 1) // block_m, (channels + block_c - 1) // block_c)
+    add_pool_lerp_kernel[grid](m, y, mix, out, rows, height, width, channels, BLOCK_M=block_m, BLOCK_C=block_c,
+                               POOL=pool, num_warps=warps)
+    return out
+
+
+@functools.lru_cache(maxsize=1)
+def add_pool_lerp_op():
+    """The custom op `torch.ops.efficientformer.add_pool_lerp` (registered on first use)."""
+
+    @torch.library.custom_op("efficientformer::add_pool_lerp", mutates_args=())
+    def add_pool_lerp(m: torch.Tensor, y: torch.Tensor, mix: torch.Tensor, pool: int) -> torch.Tensor:
+        return add_pool_lerp_launch(m, y, mix, pool)
+
+    @add_pool_lerp.register_fake
+    def _(m, y, mix, pool):
+        return torch.empty_like(m, memory_format=torch.channels_last)
+
+    return add_pool_lerp

@@ -19,8 +19,9 @@ new, eval-only network (`FusedEfficientFormer`) that computes the same function 
 - the 1x1 convolutions run as matrix products on channels-last memory (no layout copies), in
   float32, bfloat16 or float16;
 - `torch.compile` (any of its modes) and CUDA-graph replay per batch bucket and image size, and on CUDA
-  a Triton kernel that runs a whole Meta4D block in one pass (`kernels="triton"`, see
-  `efficientformer.deploy.kernels`): the defaults on CUDA, where `optimize(model, device="cuda")` picks the
+  Triton kernels (`kernels="triton"`, see `efficientformer.deploy.kernels`) for a whole Meta4D block of
+  stages 1-2 in one pass, for the stem's two convs, and for the residual add + pooling + lerp between the
+  matrix-product blocks of stages 3-4: the defaults on CUDA, where `optimize(model, device="cuda")` picks the
   fastest mode measured; any sequence of input shapes keeps working (see `OptimizedEfficientFormer`).
 
 The source model is never modified (its weights are read and copied), so training code is unaffected;
@@ -52,6 +53,7 @@ from typing import Any
 
 from ..constants import HEADS
 from ..errors import ConfigError, InputError, require
+from ..models.validation import check_pixel_shape
 
 torch = require("torch", "torch", "efficientformer.optimize")
 from torch import nn
@@ -149,6 +151,23 @@ class FusedStem(nn.Module):
         self.conv2 = _conv(*_fold_bn(stem.convolution2, stem.batchnorm_after), stem.convolution2)
         self.in_channels = stem.convolution1.in_channels
         self.padded_channels = self.in_channels
+        self.triton = False  # set by enable_triton()
+
+    def enable_triton(self) -> bool:
+        """Run both convs (and their ReLUs) as one Triton kernel (`kernels.stem_launch`) on CUDA inputs in the
+        module's bf16 / fp16. Call after the module has its final device and dtype. Returns whether supported."""
+        from . import kernels
+
+        if self.padded_channels != self.in_channels or not kernels.stem_supported(
+                self.in_channels, self.conv1.out_channels, self.conv2.out_channels):
+            return False
+        kernels.stem_op()
+        w1k, b1, w2k, b2 = kernels.prepare_stem_weights(self.conv1.weight, self.conv1.bias, self.conv2.weight,
+                                                        self.conv2.bias)
+        for name, value in (("w1k", w1k), ("b1k", b1), ("w2k", w2k), ("b2k", b2)):
+            self.register_buffer(name, value, persistent=False)
+        self.triton = True
+        return True
 
     def pad_input_channels(self, channels: int = 8) -> None:
         """Zero-pad the first conv to `channels` inputs (and the images likewise in forward): cuDNN's
@@ -164,6 +183,8 @@ class FusedStem(nn.Module):
         self.padded_channels = channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.triton and x.is_cuda and self.w1k.dtype in (torch.bfloat16, torch.float16):
+            return torch.ops.efficientformer.stem(x, self.w1k, self.b1k, self.w2k, self.b2k, self.conv2.out_channels)
         if self.padded_channels != x.shape[1]:
             batch, channels, height, width = x.shape
             nhwc = x.new_zeros(batch, height, width, self.padded_channels)
@@ -196,6 +217,11 @@ class FusedMeta4D(nn.Module):
         self.gelu_epilogue = False  # set by optimize(gelu_epilogue=True)
         self.triton = False
         self.triton_min_rows = 0  # at every batch: with small tiles (kernels.TUNED_SMALL) it wins at batch 1 and 8 too
+        # Set by optimize(triton_pool=True) on the blocks that run as matrix products (stages 3-4): `pool_kernel`
+        # takes the block before's (mixed, mlp output) pair and adds, pools and mixes in one Triton kernel;
+        # `defer_residual` hands such a pair to the next block instead of adding it here.
+        self.pool_kernel = False
+        self.defer_residual = False
         dim = mlp.convolution1.in_channels
         self.pool_size = int(pool.kernel_size if isinstance(pool.kernel_size, int) else pool.kernel_size[0])
         self.activation = copy.deepcopy(mlp.activation)
@@ -223,7 +249,12 @@ class FusedMeta4D(nn.Module):
         self.triton = True
         return True
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor | tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor | tuple:
+        if isinstance(x, tuple):  # (mixed, mlp output) of a block with defer_residual: its output is their sum
+            if self.pool_kernel and x[0].is_cuda:
+                return self._mlp(torch.ops.efficientformer.add_pool_lerp(x[0], x[1], self.mix_scale.view(-1),
+                                                                         self.pool_size))
+            x = x[0] + x[1]
         if (self.triton and x.is_cuda and x.is_contiguous(memory_format=torch.channels_last)
                 and x.shape[0] * x.shape[2] * x.shape[3] >= self.triton_min_rows):
             from .kernels import ACTIVATION_CODES
@@ -235,10 +266,16 @@ class FusedMeta4D(nn.Module):
             x = x + self.mix_scale * (pooled - x)
         else:
             x = torch.lerp(x, pooled, self.mix_scale)
+        return self._mlp(x)
+
+    def _mlp(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """`x + W2' act(W1' x + b1') + b2'` for the mixed input x (or the pair, with defer_residual)."""
         if self.gelu_epilogue and x.is_contiguous(memory_format=torch.channels_last):
             hidden = _linear_gelu(x.permute(0, 2, 3, 1), self.w1, self.b1).permute(0, 3, 1, 2)
         else:
             hidden = self.activation(_pointwise(x, self.w1, self.b1))
+        if self.defer_residual:
+            return x, _pointwise(hidden, self.w2, self.b2)
         return x + _pointwise(hidden, self.w2, self.b2)
 
 
@@ -539,22 +576,17 @@ class OptimizedEfficientFormer(nn.Module):
     def extra_repr(self) -> str:
         return (f"device={self.device}, dtype={self.dtype}, channels_last={self.channels_last}, "
                 f"compile={self.compile_mode}, cuda_graphs={self.cuda_graphs}, "
-                f"triton={any(getattr(b, 'triton', False) for b in self.fused.convs)}")
+                f"triton={any(getattr(b, 'triton', False) for b in self.fused.convs)}, "
+                f"triton_stem={self.fused.stem.triton}")
 
     def prepare_input(self, pixel_values: torch.Tensor, convert: bool = True) -> torch.Tensor:
         """Check the images and move them to the device (and, with `convert`, the dtype and memory format) of
         the network."""
-        if not isinstance(pixel_values, torch.Tensor) or pixel_values.ndim != 4:
-            shape = tuple(pixel_values.shape) if isinstance(pixel_values, torch.Tensor) else type(pixel_values).__name__
-            raise InputError(f"pixel_values must be a 4-D tensor (batch, channels, height, width), got {shape}.")
-        if pixel_values.shape[1] != self.fused.num_channels:
-            raise InputError(f"pixel_values has {pixel_values.shape[1]} channels but the model takes "
-                             f"{self.fused.num_channels}; pass channels-first images (B, C, H, W).")
-        if not pixel_values.is_floating_point():
-            raise InputError(f"pixel_values must be floating point, got {pixel_values.dtype}; normalize the images "
-                             "with the image processor first.")
-        if pixel_values.shape[0] == 0:
-            raise InputError("pixel_values holds no images (batch size 0); pass at least one image.")
+        if not isinstance(pixel_values, torch.Tensor):
+            raise InputError(f"pixel_values must be a torch.Tensor, got {type(pixel_values).__name__}; "
+                             "use EfficientFormerImageProcessor(..., return_tensors='pt').")
+        check_pixel_shape(tuple(pixel_values.shape), is_float=pixel_values.is_floating_point(), dtype=pixel_values.dtype,
+                          num_channels=self.fused.num_channels, processor_hint="return_tensors='pt'")
         if not convert:
             return pixel_values.to(device=self.device)
         return pixel_values.to(device=self.device, dtype=self.dtype, memory_format=self._memory_format)
@@ -685,20 +717,34 @@ def capture_cuda_graph(fn: Callable[[torch.Tensor], torch.Tensor], example: torc
     return graph, static_in, static_out
 
 
+def _chain_pool_kernels(fused: FusedEfficientFormer) -> None:
+    """Pair up consecutive matrix-product Meta4D blocks: the first hands (mixed, mlp output) to the second, which
+    adds, pools and mixes them in one Triton kernel (see `FusedMeta4D.pool_kernel`)."""
+    from . import kernels
+
+    blocks = list(fused.convs)
+    for before, block in zip(blocks, blocks[1:]):
+        if (isinstance(before, FusedMeta4D) and isinstance(block, FusedMeta4D) and not before.triton
+                and not block.triton and before.pool_size == block.pool_size):
+            kernels.add_pool_lerp_op()
+            before.defer_residual = block.pool_kernel = True
+
+
 def optimize(model: nn.Module, image_size: tuple[int, int] | int | None = None, *, dtype: Any = None,
              device: Any = None, channels_last: bool = True, compile: bool | str | None = None,
              cuda_graphs: bool | None = None, kernels: str | bool | None = "auto", triton_max_channels: int = 128,
-             pad_stem: bool = False, attention: str | None = None, gelu_epilogue: bool | None = None,
+             pad_stem: bool = False, triton_stem: bool = True, triton_pool: bool = True,
+             attention: str | None = None, gelu_epilogue: bool | None = None,
              batch_buckets: tuple[int, ...] | None = None, max_shapes: int = 64,
              max_graphs: int = 32) -> OptimizedEfficientFormer:
     """Prepare an EfficientFormer for fast inference in one call (the model itself is left untouched).
 
     With no options it picks the fastest mode measured for the device (BENCHMARKS.md): on CUDA bfloat16,
-    `torch.compile`, CUDA graphs, the Triton Meta4D kernel (when triton is installed), matmul attention and
-    the GELU epilogue; on the CPU the folded float32 network on channels-last memory, uncompiled (compiling
-    it gained nothing measurable on the CPU and costs tens of seconds per shape). Every speed-up can be
-    switched off on its own (`compile=False`, `cuda_graphs=False`, `kernels=None`, `attention="sdpa"`,
-    `gelu_epilogue=False`, `dtype="fp32"`). The one-time cost (building, then each compile and graph capture
+    `torch.compile`, CUDA graphs, the Triton kernels (Meta4D block, stem, add + pool + lerp; when triton is
+    installed), matmul attention and the GELU epilogue; on the CPU the folded float32 network on channels-last
+    memory, uncompiled (compiling it gained nothing measurable on the CPU and costs tens of seconds per shape).
+    Every speed-up can be switched off on its own (`compile=False`, `cuda_graphs=False`, `kernels=None`,
+    `triton_stem=False`, `triton_pool=False`, `attention="sdpa"`, `gelu_epilogue=False`, `dtype="fp32"`). The one-time cost (building, then each compile and graph capture
     on first use of a shape) is in the result's `setup_seconds` and logged at INFO level on the
     `efficientformer.optimize` logger; `result.warmup()` pays it ahead.
 
@@ -727,6 +773,13 @@ def optimize(model: nn.Module, image_size: tuple[int, int] | int | None = None, 
             for inputs of at least 16384 pixels per block (a batch-1 call keeps the compiled PyTorch path).
         pad_stem: zero-pad the images to 8 channels for the first conv (same result). Off by default: on an
             H100 the padded conv plus the padding took 642 us against 536 us for the 3-channel conv (batch 256).
+        triton_stem: with the Triton kernels, run the stem (both 3x3 stride-2 convs and their ReLUs) as one
+            Triton kernel too (`kernels.stem_launch`: the first conv's output is recomputed on chip instead of
+            written and read back). Default True; False keeps the two cuDNN convs.
+        triton_pool: with the Triton kernels, each Meta4D block that runs as matrix products (wider than
+            `triton_max_channels`) after another such block starts with one Triton kernel that adds the block
+            before's residual, pools and mixes (`kernels.add_pool_lerp_launch`), instead of writing the sum and
+            reading it back. Default True; False keeps Inductor's two passes.
         attention: "sdpa" (`F.scaled_dot_product_attention` with the bias as mask) or "matmul" (two matrix
             products in the network's dtype around a float32 softmax, which torch.compile fuses with the
             scaling and the bias; SDPA has no fused kernel for this head shape with a bias and takes its unfused
@@ -809,6 +862,10 @@ def optimize(model: nn.Module, image_size: tuple[int, int] | int | None = None, 
         for block in fused.convs:
             if isinstance(block, FusedMeta4D) and block.w1.shape[1] <= triton_max_channels:
                 block.enable_triton()
+        if triton_stem:
+            fused.stem.enable_triton()
+        if triton_pool:
+            _chain_pool_kernels(fused)
     gelu = gelu_epilogue and fused.config.hidden_act == "gelu"
     if gelu:
         linear_gelu_op()  # registered before any compilation traces a call to it
