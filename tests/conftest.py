@@ -41,6 +41,25 @@ TINY = {
 }
 
 
+# -- tiny EfficientFormerV2 configurations (the V2 fixture's shape and smaller), every block kind
+TINY_V2 = {
+    # the timm-v2-tiny fixture's architecture: an attention block at the end of stages 3 and 4
+    "fixture": dict(depths=[1, 1, 2, 2], hidden_sizes=[16, 24, 32, 48], num_attention_blocks=1,
+                    mlp_ratios=[4, 4, [4, 3], [3, 4]], num_labels=5),
+    # narrow attention (2 heads of 8) and two attention blocks per stage: the feature and input tests
+    "base": dict(depths=[1, 1, 2, 2], hidden_sizes=[8, 16, 24, 32], num_attention_blocks=2, mlp_ratios=2,
+                 key_dim=8, num_attention_heads=2, attention_ratio=2, downsample_key_dim=8,
+                 downsample_num_attention_heads=2, downsample_attention_ratio=2, num_labels=3),
+}
+
+
+def tiny_config_v2(kind: str = "base", **overrides: Any):
+    """A tiny `EfficientFormerV2Config` (see `TINY_V2`); `overrides` replace or add fields."""
+    from efficientformer.config_v2 import EfficientFormerV2Config
+
+    return EfficientFormerV2Config(**{**TINY_V2[kind], **overrides})
+
+
 def tiny_settings(kind: str = "base", **overrides: Any) -> dict[str, Any]:
     """The keyword arguments of a tiny `EfficientFormerConfig` (`TINY[kind]` updated by `overrides`)."""
     return {**TINY[kind], **overrides}

@@ -390,6 +390,7 @@ API_CLASSES = {  # every class of transformers' EfficientFormer page, plus our p
     "export.md": "efficientformer.deploy.export.export",
     "errors.md": "efficientformer.errors",
     "presets.md": "efficientformer.presets.VARIANTS",
+    "efficientformer-v2.md": "efficientformer.config_v2.EfficientFormerV2Config",
 }
 
 

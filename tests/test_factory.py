@@ -24,9 +24,9 @@ CLASSES = {"backbone": modeling.EfficientFormerModel, "features": modeling.Effic
 
 
 def test_registry_lists_the_presets():
-    assert list_models() == ["l1", "l3", "l7"]
+    assert list_models() == ["l1", "l3", "l7", "s0", "s1", "s2", "l"]  # V1, then EfficientFormerV2
     assert list_models("l[13]") == ["l1", "l3"]
-    assert list_models(pretrained=True) == ["l1", "l3", "l7"]
+    assert list_models(pretrained=True) == ["l1", "l3", "l7", "s0", "s1", "s2", "l"]
     assert preset_name("efficientformer-L3") == "l3" and preset_name("efficientformer_l7") == "l7"
     assert preset_name("no-such-model") is None
 

@@ -315,7 +315,7 @@ def test_forward_intermediates_for_dense_tasks():
 
 # ---------------------------------------------------------------------------------- bad input
 @pytest.mark.parametrize("pixels, message", [
-    (torch.randn(2, 1, 64, 64), "1 channels but the model takes 3"),
+    (torch.randn(2, 1, 64, 64), r"1 channel\(s\) on axis 1 but the model takes 3"),
     (torch.randn(3, 64, 64), "4-D"),
     (torch.randn(1, 2, 3, 64, 64), "4-D"),
     (torch.zeros(1, 3, 64, 64, dtype=torch.uint8), "floating point"),

@@ -4,9 +4,9 @@ A page asks for generated content with an HTML comment on a line of its own:
 
 - `<!-- generated: cli-reference -->`: the `--help` of `efficientformer` and of every command, from
   `efficientformer.cli.build_parser()` (never copied by hand, so it cannot drift from the parsers).
-- `<!-- generated: variants-table -->`: L1/L3/L7 shapes and sizes from `efficientformer.presets.VARIANTS`
-  and `WEIGHTS`.
-- `<!-- generated: weights-table -->`: where the released checkpoints live, from `presets.WEIGHTS`.
+- `<!-- generated: variants-table -->`: L1/L3/L7 and V2's S0/S1/S2/L shapes and sizes from
+  `efficientformer.presets` (`VARIANTS`, `WEIGHTS`, `V2_VARIANTS`, `V2_WEIGHTS`).
+- `<!-- generated: weights-table -->`: where the released checkpoints live, from `presets.WEIGHTS` and `V2_WEIGHTS`.
 - `<!-- generated: include PATH -->`: a Markdown file of the repository (e.g. `BENCHMARKS.md`) with its
   headings moved two levels down and its links to files outside the site turned into plain text.
 
@@ -32,26 +32,33 @@ _MARKER = re.compile(r"^<!-- generated: ([\w-]+)(?: (\S+))? -->$", re.MULTILINE)
 # ------------------------------------------------------------------------------------------ tables
 def variants_table() -> str:
     """Markdown table of the paper's variants: shape, parameters, GMACs, accuracy, latency."""
-    from efficientformer.presets import VARIANTS, WEIGHTS
+    from efficientformer.presets import V2_VARIANTS, V2_WEIGHTS, VARIANTS, WEIGHTS
 
-    rows = ["| Variant | Depths | Widths | Meta3D | Parameters | GMACs | Top-1 | iPhone 12 |",
+    rows = ["| Variant | Depths | Widths | Attention blocks | Parameters | GMACs | Top-1 | iPhone 12 |",
             "|---|---|---|---:|---:|---:|---:|---:|"]
-    for name, v in VARIANTS.items():
-        w = WEIGHTS[name]
-        rows.append(f"| {name.upper()} | {'-'.join(map(str, v.depths))} | {'-'.join(map(str, v.hidden_sizes))} "
-                    f"| {v.num_meta3d_blocks} | {v.num_parameters:,} | {w.gmacs} | {w.top1} % "
-                    f"| {w.mobile_latency_ms} ms |")
+    # V1: Meta3D blocks of the last stage; V2: attention blocks at the end of each of stages 3 and 4
+    families = ((VARIANTS, WEIGHTS, "", "num_meta3d_blocks"), (V2_VARIANTS, V2_WEIGHTS, "V2-", "num_attention_blocks"))
+    for variants, weights, label, attention in families:
+        for name, v in variants.items():
+            w = weights[name]
+            rows.append(f"| {label}{name.upper()} | {'-'.join(map(str, v.depths))} "
+                        f"| {'-'.join(map(str, v.hidden_sizes))} | {getattr(v, attention)} | {v.num_parameters:,} "
+                        f"| {w.gmacs} | {w.top1} % | {w.mobile_latency_ms} ms |")
     return "\n".join(rows)
 
 
 def weights_table() -> str:
     """Markdown table of where each released checkpoint lives in the three formats."""
-    from efficientformer.presets import WEIGHTS
+    from efficientformer.presets import V2_WEIGHTS, WEIGHTS
 
     rows = ["| Variant | transformers hub id | timm model id | original release file | top-1 |",
             "|---|---|---|---|---:|"]
     for name, w in WEIGHTS.items():
         rows.append(f"| {name.upper()} | [`{w.hub_id}`](https://huggingface.co/{w.hub_id}) "
+                    f"| [`{w.timm_id}`](https://huggingface.co/timm/{w.timm_id}) | `{w.original_file}` "
+                    f"| {w.top1} % |")
+    for name, w in V2_WEIGHTS.items():  # transformers never had V2: timm's folder is the hub copy, read directly
+        rows.append(f"| V2-{name.upper()} | (none: `{w.hub_id}` loads as it is) "
                     f"| [`{w.timm_id}`](https://huggingface.co/timm/{w.timm_id}) | `{w.original_file}` "
                     f"| {w.top1} % |")
     return "\n".join(rows)

@@ -18,7 +18,10 @@ from .errors import ConfigError
 from .presets import VARIANTS
 
 MODEL_TYPE = "efficientformer"
+MODEL_TYPE_V2 = "efficientformer_v2"  # EfficientFormerV2Config (efficientformer.config_v2)
 PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_classification")
+# the config class of each family's model_type, for the message that a config.json is of another family
+_CLASS_NAMES = {MODEL_TYPE: "EfficientFormerConfig", MODEL_TYPE_V2: "EfficientFormerV2Config"}
 
 # Every architecture field with its transformers 4.x default. The shape is L1's (its row of the preset
 # table, `presets.VARIANTS`); the rest is shared by every variant. Order is the JSON order.
@@ -73,41 +76,21 @@ _INT_RANGES = {
 _BOOLS = ("distillation", "use_layer_scale")
 
 
-class EfficientFormerConfig:
-    """Architecture, labels and task of an EfficientFormer model.
+class LabelledConfig:
+    """What every model family's config shares: the label names (`id2label`, `label2id`, `num_labels`),
+    `problem_type`, unknown keys kept for the round trip, and the `config.json` reading and writing.
 
-    Args:
-        depths: blocks per stage, four stages (L1: `[3, 2, 6, 4]`).
-        hidden_sizes: channels per stage (L1: `[48, 96, 224, 448]`).
-        downsamples: whether a strided convolution precedes each stage after the first.
-        dim: width of the attention blocks; must equal `hidden_sizes[-1]`.
-        key_dim: size of each attention head's query and key.
-        attention_ratio: value size per head as a multiple of `key_dim`.
-        resolution: side of the token grid the attention biases were trained on (7 at 224x224).
-        num_attention_heads: attention heads of each Meta3D block.
-        num_meta3d_blocks: how many of the last stage's blocks are attention (Meta3D) blocks.
-        mlp_expansion_ratio: hidden width of every MLP as a multiple of its input.
-        drop_path_rate: stochastic-depth rate of the last block (rates rise linearly from 0).
-        hidden_act: activation of the MLPs, one of `ACTIVATIONS`.
-        id2label / label2id / num_labels: class names of the classification heads.
-        problem_type: loss of the heads: `"regression"`, `"single_label_classification"` or
-            `"multi_label_classification"`; `None` chooses from the labels as transformers does.
-        **kwargs: any other key of a `config.json`; kept and written back unchanged.
-
-    Example:
-        >>> from efficientformer import EfficientFormerConfig
-        >>> config = EfficientFormerConfig.from_preset("l3", num_labels=10)
-        >>> config.hidden_sizes, config.num_labels
-        ([64, 128, 320, 512], 10)
+    A family's config names its `model_type` and its architecture fields with their defaults
+    (`_defaults`, in JSON order) and adds its own `validate()`.
     """
 
-    model_type = MODEL_TYPE
+    model_type = ""
+    _defaults: dict[str, Any] = {}
 
     def __init__(self, **kwargs: Any) -> None:
-        for name, default in _DEFAULTS.items():
+        for name, default in self._defaults.items():
             setattr(self, name, copy.deepcopy(kwargs.pop(name, default)))
-        widths = self.hidden_sizes if isinstance(self.hidden_sizes, (list, tuple)) and self.hidden_sizes else [None]
-        self.hidden_size = kwargs.pop("hidden_size", None) or widths[-1]  # a wrong type is named by validate()
+        self._read_derived(kwargs)
         self.problem_type = kwargs.pop("problem_type", None)
         id2label = kwargs.pop("id2label", None)
         label2id = kwargs.pop("label2id", None)
@@ -125,6 +108,24 @@ class EfficientFormerConfig:
                                   "give only id2label and label2id is derived from it.")
         self.extra = kwargs  # unknown keys, kept for the round trip
         self.validate()
+
+    def _read_derived(self, kwargs: dict[str, Any]) -> None:
+        """Pop the fields a family derives from others (V1: `hidden_size`); none by default."""
+
+    def _derived(self) -> dict[str, Any]:
+        """The derived fields as `config.json` writes them (the counterpart of `_read_derived`)."""
+        return {}
+
+    def validate(self) -> None:  # pragma: no cover - each family defines it
+        raise NotImplementedError
+
+    def _validate_labels(self) -> None:
+        """The checks of `problem_type` and the label count every family shares."""
+        if self.problem_type is not None and self.problem_type not in PROBLEM_TYPES:
+            raise ConfigError(f"problem_type={_show(self.problem_type)} is invalid: choose one of "
+                              f"{', '.join(PROBLEM_TYPES)} or None.")
+        if len(self.id2label) > MAX_LABELS:
+            raise ConfigError(f"num_labels={len(self.id2label)} is invalid: at most {MAX_LABELS} classes are allowed.")
 
     # ----------------------------------------------------------------------------------- labels
     def _set_labels(self, id2label: dict | None, num_labels: int | None) -> None:
@@ -166,6 +167,120 @@ class EfficientFormerConfig:
     def num_labels(self, value: int) -> None:
         if value != self.num_labels:
             self._set_labels(None, value)
+
+    # ----------------------------------------------------------------------------- (de)serialization
+    def to_dict(self) -> dict[str, Any]:
+        """Every field as transformers writes `config.json`: `id2label` keys as strings, `label2id`,
+        the derived fields (V1: `hidden_size`), `model_type`, and unknown keys kept as they were read."""
+        out: dict[str, Any] = dict(self.extra)
+        out.update({name: copy.deepcopy(getattr(self, name)) for name in self._defaults})
+        out.update(self._derived())
+        out["id2label"] = {str(i): name for i, name in self.id2label.items()}
+        out["label2id"] = self.label2id
+        if self.problem_type is not None:
+            out["problem_type"] = self.problem_type
+        out["model_type"] = self.model_type
+        return dict(sorted(out.items()))
+
+    def to_json_string(self) -> str:
+        """The `config.json` text (sorted keys, two-space indent)."""
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], **overrides: Any) -> "LabelledConfig":
+        """Build from a `config.json` mapping; `overrides` win, and a new `num_labels` or `id2label`
+        replaces the stored label names.
+
+        Raises:
+            ConfigError: another model type, or inconsistent values.
+        """
+        data = dict(data)
+        model_type = data.get("model_type", cls.model_type)
+        if model_type != cls.model_type:
+            reader = _CLASS_NAMES.get(model_type, "the config class of that family")
+            raise ConfigError(f"this config.json is for model_type {model_type!r}, not {cls.model_type!r}; "
+                              f"point at a checkpoint of this family, or read it with {reader}.")
+        if "num_labels" in overrides or "id2label" in overrides:
+            data.pop("id2label", None)
+            data.pop("label2id", None)
+        data.update(overrides)
+        return cls(**data)
+
+    @classmethod
+    def from_json_file(cls, path: str | os.PathLike) -> "LabelledConfig":
+        """Read one `config.json` file.
+
+        Raises:
+            ConfigError: the file is missing, unreadable, not a JSON object, or holds invalid values.
+        """
+        return cls.from_dict(read_json_object(path))
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike, **kwargs: Any) -> "LabelledConfig":
+        """Read `config.json` from a folder, a file or a hub id (see `efficientformer.checkpoints.hub`)."""
+        from .checkpoints.hub import resolve_file
+
+        hub_kwargs = {k: kwargs.pop(k) for k in HUB_KEYWORDS if k in kwargs}
+        path = name_or_path if os.path.isfile(name_or_path) else resolve_file(name_or_path, CONFIG_NAME, **hub_kwargs)
+        return cls.from_dict(read_json_object(path), **kwargs)
+
+    def save_pretrained(self, folder: str | os.PathLike) -> str:
+        """Write `folder/config.json` atomically (the folder is created) and return its path."""
+        from .fileio import write_text
+
+        path = os.path.join(folder, CONFIG_NAME)
+        write_text(path, self.to_json_string())
+        return path
+
+    def copy(self, **overrides: Any) -> "LabelledConfig":
+        """An independent copy with some fields changed, e.g. `config.copy(num_labels=10)`."""
+        return type(self).from_dict(self.to_dict(), **overrides)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, LabelledConfig) and self.to_dict() == other.to_dict()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__} {self.to_json_string()}"
+
+
+class EfficientFormerConfig(LabelledConfig):
+    """Architecture, labels and task of an EfficientFormer model.
+
+    Args:
+        depths: blocks per stage, four stages (L1: `[3, 2, 6, 4]`).
+        hidden_sizes: channels per stage (L1: `[48, 96, 224, 448]`).
+        downsamples: whether a strided convolution precedes each stage after the first.
+        dim: width of the attention blocks; must equal `hidden_sizes[-1]`.
+        key_dim: size of each attention head's query and key.
+        attention_ratio: value size per head as a multiple of `key_dim`.
+        resolution: side of the token grid the attention biases were trained on (7 at 224x224).
+        num_attention_heads: attention heads of each Meta3D block.
+        num_meta3d_blocks: how many of the last stage's blocks are attention (Meta3D) blocks.
+        mlp_expansion_ratio: hidden width of every MLP as a multiple of its input.
+        drop_path_rate: stochastic-depth rate of the last block (rates rise linearly from 0).
+        hidden_act: activation of the MLPs, one of `ACTIVATIONS`.
+        id2label / label2id / num_labels: class names of the classification heads.
+        problem_type: loss of the heads: `"regression"`, `"single_label_classification"` or
+            `"multi_label_classification"`; `None` chooses from the labels as transformers does.
+        **kwargs: any other key of a `config.json`; kept and written back unchanged.
+
+    Example:
+        >>> from efficientformer import EfficientFormerConfig
+        >>> config = EfficientFormerConfig.from_preset("l3", num_labels=10)
+        >>> config.hidden_sizes, config.num_labels
+        ([64, 128, 320, 512], 10)
+    """
+
+    model_type = MODEL_TYPE
+
+    _defaults = _DEFAULTS
+
+    def _read_derived(self, kwargs: dict[str, Any]) -> None:
+        widths = self.hidden_sizes if isinstance(self.hidden_sizes, (list, tuple)) and self.hidden_sizes else [None]
+        self.hidden_size = kwargs.pop("hidden_size", None) or widths[-1]  # a wrong type is named by validate()
+
+    def _derived(self) -> dict[str, Any]:
+        return {"hidden_size": self.hidden_size}
 
     # ----------------------------------------------------------------------------- derived shape
     @property
@@ -245,10 +360,7 @@ class EfficientFormerConfig:
             bad("initializer_range", "it must be a finite number >= 0")
         if not _is_number(self.layer_scale_init_value):
             bad("layer_scale_init_value", "it must be a finite number")
-        if self.problem_type is not None and self.problem_type not in PROBLEM_TYPES:
-            bad("problem_type", f"choose one of {', '.join(PROBLEM_TYPES)} or None")
-        if len(self.id2label) > MAX_LABELS:
-            raise ConfigError(f"num_labels={len(self.id2label)} is invalid: at most {MAX_LABELS} classes are allowed.")
+        self._validate_labels()
         size = self.num_parameters()
         if size > MAX_PARAMETERS:
             raise ConfigError(f"this configuration describes a model of {size:,} weights, more than the "
@@ -268,80 +380,6 @@ class EfficientFormerConfig:
         from .presets import get_variant
 
         return cls.from_dict(get_variant(name).config_kwargs(), **overrides)
-
-    # ----------------------------------------------------------------------------- (de)serialization
-    def to_dict(self) -> dict[str, Any]:
-        """Every field as transformers writes `config.json`: `id2label` keys as strings, `label2id`,
-        `hidden_size`, `model_type`, and unknown keys kept as they were read."""
-        out: dict[str, Any] = dict(self.extra)
-        out.update({name: copy.deepcopy(getattr(self, name)) for name in _DEFAULTS})
-        out["hidden_size"] = self.hidden_size
-        out["id2label"] = {str(i): name for i, name in self.id2label.items()}
-        out["label2id"] = self.label2id
-        if self.problem_type is not None:
-            out["problem_type"] = self.problem_type
-        out["model_type"] = MODEL_TYPE
-        return dict(sorted(out.items()))
-
-    def to_json_string(self) -> str:
-        """The `config.json` text (sorted keys, two-space indent)."""
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], **overrides: Any) -> "EfficientFormerConfig":
-        """Build from a `config.json` mapping; `overrides` win, and a new `num_labels` or `id2label`
-        replaces the stored label names.
-
-        Raises:
-            ConfigError: another model type, or inconsistent values.
-        """
-        data = dict(data)
-        model_type = data.get("model_type", MODEL_TYPE)
-        if model_type != MODEL_TYPE:
-            raise ConfigError(f"this config.json is for model_type {model_type!r}, not {MODEL_TYPE!r}; "
-                              "point at an EfficientFormer checkpoint.")
-        if "num_labels" in overrides or "id2label" in overrides:
-            data.pop("id2label", None)
-            data.pop("label2id", None)
-        data.update(overrides)
-        return cls(**data)
-
-    @classmethod
-    def from_json_file(cls, path: str | os.PathLike) -> "EfficientFormerConfig":
-        """Read one `config.json` file.
-
-        Raises:
-            ConfigError: the file is missing, unreadable, not a JSON object, or holds invalid values.
-        """
-        return cls.from_dict(read_json_object(path))
-
-    @classmethod
-    def from_pretrained(cls, name_or_path: str | os.PathLike, **kwargs: Any) -> "EfficientFormerConfig":
-        """Read `config.json` from a folder, a file or a hub id (see `efficientformer.checkpoints.hub`)."""
-        from .checkpoints.hub import resolve_file
-
-        hub_kwargs = {k: kwargs.pop(k) for k in HUB_KEYWORDS if k in kwargs}
-        path = name_or_path if os.path.isfile(name_or_path) else resolve_file(name_or_path, CONFIG_NAME, **hub_kwargs)
-        return cls.from_dict(read_json_object(path), **kwargs)
-
-    def save_pretrained(self, folder: str | os.PathLike) -> str:
-        """Write `folder/config.json` atomically (the folder is created) and return its path."""
-        from .fileio import write_text
-
-        path = os.path.join(folder, CONFIG_NAME)
-        write_text(path, self.to_json_string())
-        return path
-
-    def copy(self, **overrides: Any) -> "EfficientFormerConfig":
-        """An independent copy with some fields changed, e.g. `config.copy(num_labels=10)`."""
-        return type(self).from_dict(self.to_dict(), **overrides)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, EfficientFormerConfig) and self.to_dict() == other.to_dict()
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__} {self.to_json_string()}"
-
 
 def read_json_object(path: str | os.PathLike, error: type[ValueError] = ConfigError) -> dict[str, Any]:
     """The JSON object in `path`, or `error` (one sentence) when the file is missing, unreadable or not an object."""

@@ -1,8 +1,9 @@
 """One way to build any EfficientFormer, as torchvision's `get_model` and timm's `create_model`.
 
-`create_model(name_or_path)` takes a preset name (`"l1"`, `"l3"`, `"l7"`, `"efficientformer-l1"`: random
-weights, explicitly; `pretrained=True` loads the preset's released checkpoint instead), a folder, a weights
-file or a hub id (loaded), an `EfficientFormerConfig` (random weights of that shape) or a loaded
+`create_model(name_or_path)` takes a preset name (`"l1"`, `"l3"`, `"l7"`, `"efficientformer-l1"`, and
+EfficientFormerV2's `"s0"`, `"s1"`, `"s2"`, `"l"`, `"efficientformerv2_s0"`: random weights, explicitly;
+`pretrained=True` loads the preset's released checkpoint instead), a folder, a weights file or a hub id
+(loaded), an `EfficientFormerConfig` or `EfficientFormerV2Config` (random weights of that shape) or a loaded
 `Checkpoint`. The class follows the checkpoint's heads (`model_class_for`: both heads -> WithTeacher, one ->
 the classifier, none -> the backbone) unless `task` names it; `backend="keras"` builds the TF classes.
 Convert, export, bench, train, predict and the Keras side all build their models here.
@@ -12,7 +13,7 @@ Importing this module needs neither torch nor TensorFlow; each backend is import
 Example:
     >>> from efficientformer import create_model, list_models
     >>> list_models()
-    ['l1', 'l3', 'l7']
+    ['l1', 'l3', 'l7', 's0', 's1', 's2', 'l']
     >>> model = create_model("l1", task="classification", num_labels=10)  # doctest: +SKIP
     >>> model = create_model("snap-research/efficientformer-l1-300")  # doctest: +SKIP
 """
@@ -37,6 +38,8 @@ TASK_ALIASES = {"backbone": "backbone", "features": "backbone", "classification"
                 "distillation": "distillation", "with-teacher": "distillation"}
 CLASS_NAMES = {"backbone": "EfficientFormerModel", "classification": "EfficientFormerForImageClassification",
                "distillation": "EfficientFormerForImageClassificationWithTeacher"}
+# EfficientFormerV2's classes: the V1 names with "V2" after the family name
+CLASS_NAMES_V2 = {task: name.replace("EfficientFormer", "EfficientFormerV2", 1) for task, name in CLASS_NAMES.items()}
 # a preset built without a task is the class of the released checkpoints
 PRESET_TASK = "distillation"
 # keyword arguments of create_model that reach the checkpoint reader rather than the config
@@ -47,19 +50,52 @@ _LOAD_KEYWORDS = (*HUB_KEYWORDS, "allow_training_args")
 def list_models(pattern: str = "*", *, pretrained: bool = False) -> list[str]:
     """The preset names `create_model` builds (`fnmatch` `pattern`); with `pretrained=True` only those with
     released weights (`presets.WEIGHTS`)."""
-    from .presets import VARIANTS, WEIGHTS
+    from .presets import V2_VARIANTS, V2_WEIGHTS, VARIANTS, WEIGHTS
 
-    return [name for name in VARIANTS if fnmatch.fnmatch(name, pattern) and (not pretrained or name in WEIGHTS)]
+    released = {**WEIGHTS, **V2_WEIGHTS}
+    return [name for name in [*VARIANTS, *V2_VARIANTS]
+            if fnmatch.fnmatch(name, pattern) and (not pretrained or name in released)]
 
 
 def preset_name(name: Any) -> str | None:
-    """The preset key ("l1", ...) that `name` denotes, or None: a path that exists is a path, not a preset."""
-    from .presets import VARIANTS
+    """The preset key ("l1", ..., V2's "s0", ...) that `name` denotes, or None: a path that exists is a path,
+    not a preset."""
+    from .presets import V2_VARIANTS, VARIANTS, _v2_key
 
     if not isinstance(name, (str, os.PathLike)) or os.path.exists(name):
         return None
     key = os.fspath(name).lower().replace("efficientformer-", "").replace("efficientformer_", "")
-    return key if key in VARIANTS else None
+    if key in VARIANTS:
+        return key
+    key = _v2_key(os.fspath(name))
+    return key if key in V2_VARIANTS else None
+
+
+def config_from_json(path: str | os.PathLike):
+    """The config in a `config.json` file, of the family its `model_type` names (V1 when it names none)."""
+    from .config import MODEL_TYPE_V2, read_json_object
+
+    data = read_json_object(path)
+    if data.get("model_type") == MODEL_TYPE_V2:
+        from .config_v2 import EfficientFormerV2Config
+
+        return EfficientFormerV2Config.from_dict(data)
+    from .config import EfficientFormerConfig
+
+    return EfficientFormerConfig.from_dict(data)
+
+
+def preset_config(preset: str, overrides: dict[str, Any]):
+    """The config of a preset key of either family."""
+    from .presets import V2_VARIANTS
+
+    if preset in V2_VARIANTS:
+        from .config_v2 import EfficientFormerV2Config
+
+        return EfficientFormerV2Config.from_preset(preset, **overrides)
+    from .config import EfficientFormerConfig
+
+    return EfficientFormerConfig.from_preset(preset, **overrides)
 
 
 # ------------------------------------------------------------------------------------ class of a model
@@ -84,17 +120,24 @@ def architecture_for(keys: Iterable[str]) -> str:
     return CLASS_NAMES[task_for(keys)]
 
 
-def model_class_for(state_dict: Iterable[str] = (), *, task: str | None = None, backend: str = "torch") -> type:
+def model_class_for(state_dict: Iterable[str] = (), *, task: str | None = None, backend: str = "torch",
+                    v2: bool | None = None) -> type:
     """The model class for `task`, else for the heads the weight names of `state_dict` hold (see `task_for`).
 
     Args:
         state_dict: a state dict or its keys (transformers layout, or Keras weight names).
         task: "backbone"/"features", "classification" or "distillation"/"with-teacher"; wins over the heads.
         backend: "torch" (the PyTorch classes) or "keras" (the TF classes).
+        v2: an EfficientFormerV2 class; None: whichever family the weight names are of.
     """
     if backend not in BACKENDS:
         raise ConfigError(f"backend {backend!r} is not known; choose one of {', '.join(BACKENDS)}.")
-    name = CLASS_NAMES[task_of(task) if task is not None else task_for(state_dict)]
+    keys = list(state_dict)
+    if v2 is None:
+        from .checkpoints.keys_v2 import is_v2_keys
+
+        v2 = is_v2_keys(keys)
+    name = (CLASS_NAMES_V2 if v2 else CLASS_NAMES)[task_of(task) if task is not None else task_for(keys)]
     import efficientformer  # the public names, whichever module of the backend defines them
 
     return getattr(efficientformer, "TF" + name if backend == "keras" else name)
@@ -168,21 +211,22 @@ def create_model(name_or_path: "str | os.PathLike | EfficientFormerConfig | Chec
         raise InputError("seed= randomizes PyTorch weights only; leave it out for backend='keras'.")
     load = {k: config_overrides.pop(k) for k in _LOAD_KEYWORDS if k in config_overrides}
     from .checkpoints.loading import Checkpoint
-    from .config import EfficientFormerConfig
+    from .config import LabelledConfig
 
-    if isinstance(name_or_path, EfficientFormerConfig):
+    if isinstance(name_or_path, LabelledConfig):  # either family's config
         return _random(name_or_path.copy(**config_overrides), task, backend, seed)
     if isinstance(name_or_path, Checkpoint):
         return _loaded(name_or_path, task, backend, ignore_mismatched_sizes, config_overrides)
     preset = preset_name(name_or_path)
     if preset is not None and not pretrained:
-        return _random(EfficientFormerConfig.from_preset(preset, **config_overrides), task, backend, seed)
+        return _random(preset_config(preset, config_overrides), task, backend, seed)
     if preset is not None:
-        from .presets import WEIGHTS
+        from .presets import V2_WEIGHTS, WEIGHTS
 
-        if preset not in WEIGHTS:
+        released = {**WEIGHTS, **V2_WEIGHTS}
+        if preset not in released:
             raise ConfigError(f"preset {preset!r} has no released weights; pass pretrained=False for random ones.")
-        name_or_path = WEIGHTS[preset].hub_id
+        name_or_path = released[preset].hub_id
     if backend == "keras":
         return _loaded_keras(os.fspath(name_or_path), task, pretrained, load, config_overrides)
     from .checkpoints.loading import load_checkpoint
@@ -195,7 +239,9 @@ def create_model(name_or_path: "str | os.PathLike | EfficientFormerConfig | Chec
 
 
 def _random(config: "EfficientFormerConfig", task: str | None, backend: str, seed: int | None):
-    model = model_class_for(task=task or PRESET_TASK, backend=backend)(config)
+    from .checkpoints.loading_v2 import is_v2_config
+
+    model = model_class_for(task=task or PRESET_TASK, backend=backend, v2=is_v2_config(config))(config)
     if backend == "keras":
         return model
     return (randomize_(model, seed) if seed is not None else model).eval()
@@ -206,8 +252,10 @@ def _loaded(checkpoint: "Checkpoint", task: str | None, backend: str, ignore_mis
     """A PyTorch model with the checkpoint's weights and preprocessing (the Keras classes read files)."""
     if backend == "keras":
         raise InputError("a loaded Checkpoint builds PyTorch models; give its path for backend='keras'.")
+    from .checkpoints.loading_v2 import is_v2_config
+
     config = checkpoint.config.copy(**overrides) if overrides else checkpoint.config
-    model = model_class_for(checkpoint.state_dict, task=task)(config)
+    model = model_class_for(checkpoint.state_dict, task=task, v2=is_v2_config(config))(config)
     model.load_pretrained_state_dict(checkpoint.state_dict, ignore_mismatched_sizes=ignore_mismatched_sizes)
     model.processor_settings = checkpoint.processor
     return model.float().eval()
@@ -219,9 +267,9 @@ def _loaded_keras(name: str, task: str | None, pretrained: bool | None, load: di
         raise InputError("backend='keras' builds random weights from a preset or a config only; pass "
                          "EfficientFormerConfig.from_pretrained(path) for the checkpoint's shape.")
     load.pop("allow_training_args", None)
-    if task is None:
-        task = task_for(_weight_names(name, load))
-    return model_class_for(task=task, backend="keras").from_pretrained(name, **load, **overrides)
+    names = _weight_names(name, load)
+    model_class = model_class_for(names, task=task, backend="keras")  # the family and heads the weights have
+    return model_class.from_pretrained(name, **load, **overrides)
 
 
 def _weight_names(name: str, hub: dict) -> list[str]:

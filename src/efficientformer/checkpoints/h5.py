@@ -39,7 +39,7 @@ MODEL_NAMES = {
 # parameter: we rebuild it from `config.resolution` and accept (but never need) it when reading.
 NON_WEIGHT_SUFFIXES = ("attention_bias_idxs",)
 
-_BATCHNORMS = ("batchnorm_before", "batchnorm_after", "norm")
+_BATCHNORMS = ("batchnorm_before", "batchnorm_after", "norm", "batchnorm", "batchnorm_depthwise")  # (the last two: V2)
 _PT_TO_KERAS_BN = {"weight": "gamma", "bias": "beta", "running_mean": "moving_mean",
                    "running_var": "moving_variance"}
 _PT_TO_KERAS_LN = {"weight": "gamma", "bias": "beta"}

@@ -9,12 +9,15 @@ examples:
   efficientformer convert snap-research/efficientformer-l1-300 l1-timm --format timm
   efficientformer convert l1-hf l1_original.pth --format original
   efficientformer convert l1-timm l1-hf --overwrite                                  # replace the model in l1-hf
+  efficientformer convert timm/efficientformerv2_s0.snap_dist_in1k s0-hf             # EfficientFormerV2 likewise
+  efficientformer convert s0-hf eformer_s0.pth --format original                     # V2's original release layout
 
 The output is written atomically (built beside DST, then swapped in): an error or a kill leaves what was
 there. A DST that already holds a model is refused unless --overwrite is given; then all of that model's
 files are replaced (no stale weights stay) and the folder's other files are kept. A DST that is, holds or
 lies inside SRC (symlinks resolved) is always refused. --format timm refuses models that timm's
-EfficientFormer cannot build (it fixes the attention shape: key_dim 32, 8 heads, attention_ratio 4).
+EfficientFormer cannot build (it fixes the attention shape: key_dim 32, 8 heads, attention_ratio 4; V2's
+likewise, and key_dim 16, 8 heads, attention_ratio 4 in its downsampling attention).
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ def _version_of(module: str) -> str:
 def run(args: argparse.Namespace) -> int:
     del args
     from .._version import __version__
-    from ..presets import VARIANTS, WEIGHTS
+    from ..presets import V2_VARIANTS, V2_WEIGHTS, VARIANTS, WEIGHTS
 
     print(f"efficientformer {__version__}")
     print("backends and tools:")
@@ -36,5 +36,11 @@ def run(args: argparse.Namespace) -> int:
     for name, v in VARIANTS.items():
         w = WEIGHTS[name]
         print(f"  {name:<4} {str(list(v.depths)):<15} {str(list(v.hidden_sizes)):<20} {v.num_meta3d_blocks:>6} "
+              f"{v.num_parameters:>11,} {w.top1:>6.1f}  {w.hub_id}")
+    print("EfficientFormerV2 presets (attention blocks at the end of stages 3 and 4 each):")
+    print(f"  {'name':<4} {'depths':<15} {'widths':<20} {'attn':>6} {'params':>11} {'top-1':>6}  weights")
+    for name, v in V2_VARIANTS.items():
+        w = V2_WEIGHTS[name]
+        print(f"  {name:<4} {str(list(v.depths)):<15} {str(list(v.hidden_sizes)):<20} {v.num_attention_blocks:>6} "
               f"{v.num_parameters:>11,} {w.top1:>6.1f}  {w.hub_id}")
     return 0

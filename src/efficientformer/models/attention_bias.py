@@ -54,13 +54,19 @@ NUMPY = ArrayOps(arange=_np_arange, abs=np.abs, relu=lambda x: np.maximum(x, 0),
                  reshape=np.reshape, transpose=np.transpose, take=lambda table, index: np.take(table, index, axis=1))
 
 
-def offset_index(grid_h: int, grid_w: int, xp: ArrayOps, like: Any = None) -> Any:
-    """(N, N) column of the (heads, grid_h * grid_w) table for each pair of the N row-major tokens."""
-    d_row = xp.abs(xp.arange(grid_h, like, True)[:, None] - xp.arange(grid_h, like, True)[None, :])  # (H, H)
-    d_col = xp.abs(xp.arange(grid_w, like, True)[:, None] - xp.arange(grid_w, like, True)[None, :])  # (W, W)
-    # token (i, j) against token (k, l): |i - k| * W + |j - l|, laid out as (i, j) x (k, l)
+def offset_index(grid_h: int, grid_w: int, xp: ArrayOps, like: Any = None, query_stride: int = 1) -> Any:
+    """(Nq, N) column of the (heads, grid_h * grid_w) table for each pair of a query and one of the N
+    row-major tokens. The queries are the tokens themselves (Nq = N), or with `query_stride` s every s-th
+    row and column of the grid (Nq = ceil(grid_h / s) * ceil(grid_w / s): EfficientFormerV2's downsampling
+    attention, whose queries sit on the stride-2 grid while its keys keep the full one)."""
+    rows = xp.arange(grid_h, like, True)
+    cols = xp.arange(grid_w, like, True)
+    d_row = xp.abs(rows[::query_stride][:, None] - rows[None, :])  # (Hq, H)
+    d_col = xp.abs(cols[::query_stride][:, None] - cols[None, :])  # (Wq, W)
+    # query (i, j) against token (k, l): |s*i - k| * W + |s*j - l|, laid out as (i, j) x (k, l)
     index = d_row[:, None, :, None] * grid_w + d_col[None, :, None, :]
-    return xp.reshape(index, (grid_h * grid_w, grid_h * grid_w))
+    queries = len(range(0, grid_h, query_stride)) * len(range(0, grid_w, query_stride))
+    return xp.reshape(index, (queries, grid_h * grid_w))
 
 
 def resize_weights(new: int, old: int, xp: ArrayOps, like: Any = None) -> Any:
@@ -71,9 +77,10 @@ def resize_weights(new: int, old: int, xp: ArrayOps, like: Any = None) -> Any:
     return xp.relu(1.0 - xp.abs(positions[:, None] - xp.arange(old, like, False)[None, :]))
 
 
-def grid_bias(table: Any, resolution: int, grid: tuple[int, int], xp: ArrayOps) -> Any:
-    """(heads, N, N) additive bias for a token grid (H, W) from the (heads, R * R) table of the R x R
-    training grid: resized as `A_h @ table @ A_w.T` when the grid differs, then gathered by offset."""
+def grid_bias(table: Any, resolution: int, grid: tuple[int, int], xp: ArrayOps, query_stride: int = 1) -> Any:
+    """(heads, Nq, N) additive bias for a token grid (H, W) from the (heads, R * R) table of the R x R
+    training grid: resized as `A_h @ table @ A_w.T` when the grid differs, then gathered by offset
+    (queries every `query_stride`-th token, see `offset_index`)."""
     grid_h, grid_w = int(grid[0]), int(grid[1])
     if (grid_h, grid_w) != (resolution, resolution):
         heads = table.shape[0]
@@ -81,7 +88,7 @@ def grid_bias(table: Any, resolution: int, grid: tuple[int, int], xp: ArrayOps) 
         a_h = resize_weights(grid_h, resolution, xp, table)
         a_w_t = xp.transpose(resize_weights(grid_w, resolution, xp, table))
         table = xp.reshape(xp.matmul(xp.matmul(a_h, square), a_w_t), (heads, grid_h * grid_w))
-    return xp.take(table, offset_index(grid_h, grid_w, xp, table))
+    return xp.take(table, offset_index(grid_h, grid_w, xp, table, query_stride))
 
 
 @lru_cache(maxsize=64)

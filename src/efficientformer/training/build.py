@@ -36,8 +36,8 @@ def build_model(model: str = "l1", class_names: Sequence[str] = (), *, config_pa
     Raises:
         ConfigError: an inconsistent shape; CheckpointError: unreadable weights.
     """
-    from ..config import EfficientFormerConfig
-    from ..factory import create_model, preset_name
+    from ..checkpoints.loading_v2 import is_v2_config
+    from ..factory import config_from_json, create_model, preset_config, preset_name
 
     task = "distillation" if distillation_head else "classification"
     labels = {i: str(name) for i, name in enumerate(class_names)}
@@ -58,9 +58,17 @@ def build_model(model: str = "l1", class_names: Sequence[str] = (), *, config_pa
     if config_path is not None:
         if not os.path.isfile(config_path):
             raise ConfigError(f"config file {config_path} does not exist.")
-        config = EfficientFormerConfig.from_json_file(config_path)
+        config = config_from_json(config_path)
     else:
-        config = EfficientFormerConfig.from_preset(model)
+        config = preset_config(preset_name(model), {})
+    if is_v2_config(config):  # EfficientFormerV2: its bias grids follow image_size; V1's shape flags do not apply
+        if arch:
+            raise ConfigError("the architecture overrides (--depths, --hidden-sizes, ...) are EfficientFormer (V1) "
+                              "fields; for EfficientFormerV2 write them in a config.json and pass --config.")
+        overrides.update({k: int(v) for k, v in (("image_size", image_size), ("num_channels", num_channels))
+                          if v is not None})
+        return create_model(config, task=task, id2label=labels, distillation=bool(distillation_head),
+                            **overrides).train()
     if "hidden_sizes" in arch:
         arch["hidden_sizes"] = [int(v) for v in arch["hidden_sizes"]]
         arch["dim"] = arch["hidden_size"] = arch["hidden_sizes"][-1]

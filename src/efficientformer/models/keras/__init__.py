@@ -1,7 +1,7 @@
 """EfficientFormer in Keras 3 (TensorFlow or JAX backend), mirroring `efficientformer.models.pytorch`: the
-layers (`layers`), the models and their forward surface (`models`), loading and saving (`loading`),
-timm's feature API (`features`), input checks (`inputs`) and losses (`losses`). Names are imported on
-first use."""
+layers (`layers`; V2: `layers_v2`), the models and their forward surface (`models`; V2: `models_v2`),
+loading and saving (`loading`), timm's feature API (`features`), input checks (`inputs`) and losses
+(`losses`). Names are imported on first use."""
 
 from __future__ import annotations
 
@@ -14,6 +14,10 @@ _EXPORTS = {
     **dict.fromkeys(["TFEfficientFormerMainLayer", "DropPath", "ConvStem", "Downsample", "Pooling", "ConvMlp",
                      "Meta4D", "Meta4DBlocks", "IntermediateStage", "Attention", "LinearMlp", "Meta3D",
                      "Meta3DBlocks", "LastStage", "Encoder", "HostTruncatedNormal"], "layers"),
+    **dict.fromkeys(["TFEfficientFormerV2PreTrainedModel", "TFEfficientFormerV2Model",
+                     "TFEfficientFormerV2ForImageClassification",
+                     "TFEfficientFormerV2ForImageClassificationWithTeacher"], "models_v2"),
+    "TFEfficientFormerV2MainLayer": "layers_v2",
     "check_pixel_values": "inputs",
     "check_finite": "inputs",
     "check_labels": "losses",

@@ -73,7 +73,7 @@ class PretrainedIO:
             weights = tf_weights.pt_to_keras({k: v.detach().cpu().float().numpy() if v.is_floating_point()
                                               else v.cpu().numpy() for k, v in checkpoint.state_dict.items()})
         else:
-            stored_config = EfficientFormerConfig.from_pretrained(folder, **hub) if config is None or kwargs else None
+            stored_config = cls.config_class.from_pretrained(folder, **hub) if config is None or kwargs else None
             weights = tf_weights.pt_to_keras(tf_weights.read_pt(path)) if is_pt else tf_weights.read_h5(path)
             processor = _processor_settings(folder, hub)
         if config is None:
@@ -151,7 +151,8 @@ class PretrainedIO:
         weights = {name: np.asarray(v.numpy()) for name, v in self.named_weights().items()}
         trainable = {name: w for name, w in weights.items() if not name.rsplit("/", 1)[-1].startswith("moving_")}
         ordered = dict(trainable)
-        for block in _meta3d_prefixes(weights):  # transformers' non-trainable index tables
+        # transformers' non-trainable index tables (V1 only: transformers never had EfficientFormerV2)
+        for block in _meta3d_prefixes(weights) if hasattr(self.config, "resolution") else ():
             r = self.config.resolution
             ordered[f"{block}/token_mixer/attention_bias_idxs"] = bias_index(r, r).astype(np.int32)
         ordered.update({name: w for name, w in weights.items() if name not in trainable})

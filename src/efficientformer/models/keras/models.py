@@ -43,13 +43,14 @@ class TFEfficientFormerPreTrainedModel(FeaturesMixin, PretrainedIO, keras.Model)
     """
 
     config_class = EfficientFormerConfig
+    main_layer_class: type = TFEfficientFormerMainLayer  # EfficientFormerV2's classes name theirs
     base_model_prefix = BASE_PREFIX
     main_input_name = "pixel_values"
     keras_name = "tf_efficient_former_model"
 
     def __init__(self, config: EfficientFormerConfig, **kwargs) -> None:
-        if not isinstance(config, EfficientFormerConfig):
-            raise ConfigError(f"config must be an EfficientFormerConfig, got {type(config).__name__}; "
+        if not isinstance(config, self.config_class):
+            raise ConfigError(f"config must be an {self.config_class.__name__}, got {type(config).__name__}; "
                               f"use {type(self).__name__}.from_pretrained(...) to load a checkpoint.")
         config.validate()
         kwargs.setdefault("name", self.keras_name)
@@ -95,7 +96,7 @@ class TFEfficientFormerPreTrainedModel(FeaturesMixin, PretrainedIO, keras.Model)
 
     @classmethod
     def from_config(cls, config: dict, custom_objects=None):
-        return cls(EfficientFormerConfig.from_dict(config["config"]), name=config.get("name"))
+        return cls(cls.config_class.from_dict(config["config"]), name=config.get("name"))
 
     def __call__(self, *args, **kwargs):
         # Validate before Keras runs the layers, so that errors are plain and nothing is computed.
@@ -207,7 +208,7 @@ class TFEfficientFormerModel(TFEfficientFormerPreTrainedModel):
                  **kwargs) -> None:
         super().__init__(config, **kwargs)
         self.out_indices = features_request(config.num_stages, features_only, out_indices)
-        self.efficientformer = TFEfficientFormerMainLayer(config, name="efficientformer")
+        self.efficientformer = self.main_layer_class(config, name="efficientformer")
         self.build()
 
     def get_config(self) -> dict:
@@ -218,7 +219,7 @@ class TFEfficientFormerModel(TFEfficientFormerPreTrainedModel):
 
     @classmethod
     def from_config(cls, config: dict, custom_objects=None):
-        return cls(EfficientFormerConfig.from_dict(config["config"]), name=config.get("name"),
+        return cls(cls.config_class.from_dict(config["config"]), name=config.get("name"),
                    out_indices=config.get("out_indices"))
 
     def call(self, pixel_values, output_attentions: bool | None = None, output_hidden_states: bool | None = None,
@@ -296,7 +297,7 @@ class TFEfficientFormerForImageClassification(_ClassifierBase):
     def __init__(self, config: EfficientFormerConfig, **kwargs) -> None:
         super().__init__(config, **kwargs)
         self.num_labels = config.num_labels
-        self.efficientformer = TFEfficientFormerMainLayer(config, name="efficientformer")
+        self.efficientformer = self.main_layer_class(config, name="efficientformer")
         self.classifier = self._new_head(CLASS_HEAD)
         self.build()
 
@@ -342,7 +343,7 @@ class TFEfficientFormerForImageClassificationWithTeacher(_ClassifierBase):
     def __init__(self, config: EfficientFormerConfig, **kwargs) -> None:
         super().__init__(config, **kwargs)
         self.num_labels = config.num_labels
-        self.efficientformer = TFEfficientFormerMainLayer(config, name="efficientformer")
+        self.efficientformer = self.main_layer_class(config, name="efficientformer")
         self.classifier = self._new_head(CLASS_HEAD)
         self.distillation_classifier = self._new_head(DISTILLATION_HEAD)
         self.build()

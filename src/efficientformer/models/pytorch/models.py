@@ -12,9 +12,12 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from ...config import EfficientFormerConfig
-from ...constants import BASE_PREFIX, CLASS_HEAD, DISTILLATION_HEAD, MIN_IMAGE_SIZE
+from ...constants import BASE_PREFIX, CLASS_HEAD, DISTILLATION_HEAD
 from ...errors import InputError, require
-from ..outputs import BaseModelOutput, ImageClassifierOutput, ImageClassifierWithTeacherOutput, take_indices
+from ..outputs import (BaseModelOutput, ImageClassifierOutput, ImageClassifierWithTeacherOutput, checked_num_classes,
+                       features_request)
+from ..validation import (NON_FINITE, REGRESSION, SINGLE_LABEL, check_label_range, check_label_shape, check_pixel_shape,
+                          problem_type as problem_type_of)
 from .features import FeatureInfoMixin, FeaturesOnlyBackbone, pool_tokens
 from .layers import ConvStem, Encoder, IntermediateStage, Meta3DBlocks, Meta4DBlocks
 from .loading import PretrainedIO
@@ -38,8 +41,8 @@ class EfficientFormerPreTrainedModel(FeatureInfoMixin, PretrainedIO, nn.Module):
 
     def __init__(self, config: EfficientFormerConfig) -> None:
         super().__init__()
-        if not isinstance(config, EfficientFormerConfig):
-            raise TypeError(f"config must be an EfficientFormerConfig, got {type(config).__name__}.")
+        if not isinstance(config, self.config_class):
+            raise TypeError(f"config must be an {self.config_class.__name__}, got {type(config).__name__}.")
         config.validate()
         self.config = config
         self.processor_settings: dict | None = None
@@ -85,57 +88,33 @@ class EfficientFormerPreTrainedModel(FeatureInfoMixin, PretrainedIO, nn.Module):
         if not isinstance(pixel_values, torch.Tensor):
             raise InputError(f"pixel_values must be a torch.Tensor, got {type(pixel_values).__name__}; "
                              "use EfficientFormerImageProcessor(..., return_tensors='pt').")
-        if pixel_values.ndim != 4:
-            raise InputError(f"pixel_values must be 4-D (batch, channels, height, width), got shape "
-                             f"{tuple(pixel_values.shape)}; add a batch dimension with .unsqueeze(0) for one image.")
-        if not pixel_values.is_floating_point():
-            raise InputError(f"pixel_values must be floating point, got {pixel_values.dtype}; rescale and "
-                             "normalize the images (the image processor does it).")
-        batch, channels, height, width = pixel_values.shape
-        if not torch.jit.is_tracing() and batch == 0:  # traced sizes are tensors: no new TracerWarning
-            raise InputError("pixel_values holds no images (batch size 0); pass at least one image, "
-                             "or skip the call for an empty batch.")
-        if channels != self.config.num_channels:
-            raise InputError(f"pixel_values has {channels} channels but the model takes {self.config.num_channels}; "
-                             "pass channels-first images (B, C, H, W) with the right number of channels.")
-        if min(height, width) < MIN_IMAGE_SIZE:
-            raise InputError(f"images of {height}x{width} are too small: the model needs at least "
-                             f"{MIN_IMAGE_SIZE}x{MIN_IMAGE_SIZE} pixels; resize them first.")
+        shape = tuple(pixel_values.shape)
+        if torch.jit.is_tracing() and shape:  # traced sizes are tensors: no new TracerWarning from comparing them
+            shape = (None,) + shape[1:]
+        check_pixel_shape(shape, is_float=pixel_values.is_floating_point(), dtype=pixel_values.dtype,
+                          num_channels=self.config.num_channels, processor_hint="return_tensors='pt'")
         return pixel_values.to(self.dtype)
 
-    @staticmethod
-    def _check_finite(pixel_values: torch.Tensor) -> None:
+    def _check_finite(self, pixel_values: torch.Tensor) -> None:
         """NaN or inf pixels would come out as NaN scores without a word. One sum is the fast path (a
         non-finite value makes it non-finite; only then is every value tested, so huge finite sums do not
         count); it needs the data, so it runs in eager mode only: traced, compiled and exported graphs
-        stay free of it, as of the label range check."""
+        stay free of it, as of the label range check. A training step on an accelerator skips it too: there
+        reading the sum would wait for the GPU at every step, and a NaN batch shows in the loss, which the
+        training loop checks."""
         if _tracing() or pixel_values.device.type == "meta":
+            return
+        if self.training and torch.is_grad_enabled() and pixel_values.device.type != "cpu":
             return
         total = pixel_values.sum(dtype=torch.float32)  # a float16 sum would overflow on large batches
         if not torch.isfinite(total) and not torch.isfinite(pixel_values).all():
-            raise InputError("pixel_values holds NaN or infinite values; check how the images were decoded "
-                             "and normalized (the image processor gives finite values).")
+            raise InputError(NON_FINITE)
 
     def _check_labels(self, labels: torch.Tensor, batch: int, problem_type: str) -> None:
         """Labels against the batch size and the heads, before any compute."""
-        num_labels = self.config.num_labels
-        if num_labels == 0:
-            raise InputError("this model has no classification head (num_labels=0) to compute a loss with; "
-                             "give it one with reset_classifier(num_classes) or drop the labels.")
-        if labels.ndim == 0 or labels.shape[0] != batch:
-            held = f"{labels.shape[0]} entries" if labels.ndim else "a single value"
-            raise InputError(f"labels hold {held} for a batch of {batch} images; give one label per image.")
-        expected = (batch, num_labels)
-        if problem_type == "single_label_classification":
-            if labels.ndim != 1:
-                raise InputError(f"class labels must have shape ({batch},), got {tuple(labels.shape)}; for "
-                                 "multi-label targets pass floats of shape (batch, num_labels).")
-            if not _tracing() and labels.numel() and (labels.min() < 0 or labels.max() >= num_labels):
-                raise InputError(f"class labels must lie in 0..{num_labels - 1}, got values from {int(labels.min())} "
-                                 f"to {int(labels.max())}; check the label mapping or num_labels.")
-        elif tuple(labels.shape) != expected and not (num_labels == 1 and labels.numel() == batch):
-            raise InputError(f"labels for {problem_type} must have shape {expected}, "
-                             f"got {tuple(labels.shape)}.")
+        check_label_shape(tuple(labels.shape), batch, self.config.num_labels, problem_type)
+        if problem_type == SINGLE_LABEL and not _tracing() and labels.numel():
+            check_label_range(int(labels.min()), int(labels.max()), self.config.num_labels)
 
 
 class EfficientFormerModel(FeaturesOnlyBackbone, EfficientFormerPreTrainedModel):
@@ -165,11 +144,7 @@ class EfficientFormerModel(FeaturesOnlyBackbone, EfficientFormerPreTrainedModel)
     def __init__(self, config: EfficientFormerConfig, *, features_only: bool = False,
                  out_indices: int | Sequence[int] | None = None) -> None:
         super().__init__(config)
-        if features_only or out_indices is not None:
-            wanted = config.num_stages if out_indices is None else out_indices
-            self.out_indices: tuple[int, ...] | None = tuple(take_indices(config.num_stages, wanted, "out_indices"))
-        else:
-            self.out_indices = None
+        self.out_indices: tuple[int, ...] | None = features_request(config.num_stages, features_only, out_indices)
         self.patch_embed = ConvStem(config, config.hidden_sizes[0])
         self.encoder = Encoder(config)
         self.layernorm = nn.LayerNorm(config.hidden_sizes[-1], eps=config.layer_norm_eps)
@@ -251,10 +226,11 @@ class EfficientFormerModel(FeaturesOnlyBackbone, EfficientFormerPreTrainedModel)
 
 class _ClassifierBase(EfficientFormerPreTrainedModel):
     _head_names: tuple[str, ...] = (CLASS_HEAD,)
+    backbone_class: type = EfficientFormerModel  # EfficientFormerV2's classifiers name theirs
 
     def __init__(self, config: EfficientFormerConfig) -> None:
         super().__init__(config)
-        self.efficientformer = EfficientFormerModel(config)
+        self.efficientformer = self.backbone_class(config)
         self.classifier = self._head()
 
     def _head(self) -> nn.Module:
@@ -282,26 +258,17 @@ class _ClassifierBase(EfficientFormerPreTrainedModel):
         """New, freshly initialized head(s) for `num_classes` classes (0: no head, `forward_head` returns the
         pooled features), as timm's. `config.num_labels` follows; a new count gets generic names
         (`LABEL_0`...), as `from_pretrained(..., num_labels=N)` gives them; set `config.id2label` after."""
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
-            raise InputError(f"num_classes must be a whole number >= 0, got {num_classes!r}.")
-        if global_pool not in (None, "avg"):
-            raise InputError(f"global_pool={global_pool!r} is not supported: the heads average the tokens ('avg').")
-        if num_classes != self.config.num_labels:
+        if checked_num_classes(num_classes, global_pool) != self.config.num_labels:
             self.config.num_labels = num_classes
-        reference = self.efficientformer.layernorm.weight
+        reference = next(self.efficientformer.parameters())
         for name in self._head_names:
             head = self._head()
             head.apply(self._init_weights)
             setattr(self, name, head.to(device=reference.device, dtype=reference.dtype).train(self.training))
 
     def _problem_type(self, labels: torch.Tensor) -> str:
-        if self.config.problem_type is not None:
-            return self.config.problem_type
-        if self.config.num_labels == 1:
-            return "regression"
-        if labels.dtype in (torch.long, torch.int, torch.int16, torch.int8, torch.uint8):
-            return "single_label_classification"
-        return "multi_label_classification"
+        return problem_type_of(self.config, not labels.is_floating_point() and not labels.is_complex()
+                            and labels.dtype != torch.bool)
 
     def _checked_problem_type(self, labels: Any, batch: int) -> str:
         """The loss the labels ask for, after checking them against the batch and the heads."""
@@ -326,11 +293,11 @@ class _ClassifierBase(EfficientFormerPreTrainedModel):
 
     def _loss(self, logits: torch.Tensor, labels: torch.Tensor, problem_type: str) -> torch.Tensor:
         labels = labels.to(logits.device)
-        if problem_type == "regression":
+        if problem_type == REGRESSION:
             if self.config.num_labels == 1:
                 return F.mse_loss(logits.squeeze(), labels.squeeze().to(logits.dtype))
             return F.mse_loss(logits, labels.to(logits.dtype))
-        if problem_type == "single_label_classification":
+        if problem_type == SINGLE_LABEL:
             return F.cross_entropy(logits.view(-1, self.config.num_labels), labels.view(-1).long())
         return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
 
