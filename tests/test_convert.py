@@ -105,7 +105,7 @@ def test_convert_command(fixtures_dir, tmp_path, capsys):
                                       {}])  # transformers' default: an exact 224x224 resize
 def test_preprocessing_survives_the_trip_through_timms_pretrained_cfg(settings):
     from efficientformer.config import EfficientFormerConfig
-    from efficientformer.checkpoints.conversion import timm_pretrained_cfg
+    from efficientformer.checkpoints.timm_meta import timm_pretrained_cfg
     from efficientformer.preprocessing.processor import EfficientFormerImageProcessor
 
     before = EfficientFormerImageProcessor(**settings).to_dict()

@@ -119,6 +119,43 @@ class LabelledConfig:
     def validate(self) -> None:  # pragma: no cover - each family defines it
         raise NotImplementedError
 
+    # what a family's size message names: its largest preset and the fields that make a model large
+    _largest = ""
+    _size_fields = "depths, hidden_sizes or num_labels"
+    _eps_fields: tuple[str, ...] = ("batch_norm_eps",)
+
+    def _bad(self, field: str, allowed: str) -> None:
+        raise ConfigError(f"{field}={_show(getattr(self, field))} is invalid: {allowed}.")
+
+    def _validate_shared(self) -> None:
+        """The checks of the fields every family has (activation, rates, epsilons, initialization, labels),
+        and the cap on the size of the model the whole config describes."""
+        if not isinstance(self.hidden_act, str) or self.hidden_act not in ACTIVATIONS:
+            self._bad("hidden_act", f"choose one of {', '.join(ACTIVATIONS)}")
+        for field in ("drop_path_rate", "hidden_dropout_prob"):
+            if not (_is_number(getattr(self, field)) and 0.0 <= getattr(self, field) < 1.0):
+                self._bad(field, "it is a probability in [0, 1)")
+        for field in self._eps_fields:
+            # 0 or less divides by the square root of a variance that can be 0: NaN outputs
+            if not (_is_number(getattr(self, field)) and getattr(self, field) > 0):
+                self._bad(field, "it must be a finite positive number (e.g. 1e-05)")
+        if not (_is_number(self.initializer_range) and self.initializer_range >= 0):
+            self._bad("initializer_range", "it must be a finite number >= 0")
+        if not _is_number(self.layer_scale_init_value):
+            self._bad("layer_scale_init_value", "it must be a finite number")
+        self._validate_labels()
+        size = self.num_parameters()
+        if size > MAX_PARAMETERS:
+            raise ConfigError(f"this configuration describes a model of {size:,} weights, more than the "
+                              f"{MAX_PARAMETERS:,} allowed ({self._largest}); use smaller {self._size_fields}.")
+
+    def num_parameters(self) -> int:
+        """Number of elements of every tensor of the two-head classifier (parameters and buffers)."""
+        return sum(math.prod(shape) for shape in self._expected_shapes().values())
+
+    def _expected_shapes(self) -> dict[str, tuple]:  # pragma: no cover - each family defines it
+        raise NotImplementedError
+
     def _validate_labels(self) -> None:
         """The checks of `problem_type` and the label count every family shares."""
         if self.problem_type is not None and self.problem_type not in PROBLEM_TYPES:
@@ -347,31 +384,16 @@ class EfficientFormerConfig(LabelledConfig):
                 "one hidden unit")
         if self.pool_size % 2 == 0:
             bad("pool_size", "it must be odd so that pooling keeps the feature size")
-        if not isinstance(self.hidden_act, str) or self.hidden_act not in ACTIVATIONS:
-            bad("hidden_act", f"choose one of {', '.join(ACTIVATIONS)}")
-        for field in ("drop_path_rate", "hidden_dropout_prob"):
-            if not (_is_number(getattr(self, field)) and 0.0 <= getattr(self, field) < 1.0):
-                bad(field, "it is a probability in [0, 1)")
-        for field in ("layer_norm_eps", "batch_norm_eps"):
-            # 0 or less divides by the square root of a variance that can be 0: NaN outputs
-            if not (_is_number(getattr(self, field)) and getattr(self, field) > 0):
-                bad(field, "it must be a finite positive number (e.g. 1e-05)")
-        if not (_is_number(self.initializer_range) and self.initializer_range >= 0):
-            bad("initializer_range", "it must be a finite number >= 0")
-        if not _is_number(self.layer_scale_init_value):
-            bad("layer_scale_init_value", "it must be a finite number")
-        self._validate_labels()
-        size = self.num_parameters()
-        if size > MAX_PARAMETERS:
-            raise ConfigError(f"this configuration describes a model of {size:,} weights, more than the "
-                              f"{MAX_PARAMETERS:,} allowed (the largest EfficientFormer, L7, has 82 million); "
-                              "use smaller depths, hidden_sizes, mlp_expansion_ratio or num_labels.")
+        self._validate_shared()
 
-    def num_parameters(self) -> int:
-        """Number of elements of every tensor of the two-head classifier (parameters and buffers)."""
+    _largest = "the largest EfficientFormer, L7, has 82 million"
+    _size_fields = "depths, hidden_sizes, mlp_expansion_ratio or num_labels"
+    _eps_fields = ("layer_norm_eps", "batch_norm_eps")
+
+    def _expected_shapes(self) -> dict[str, tuple]:
         from .checkpoints.shapes import expected_shapes
 
-        return sum(math.prod(shape) for shape in expected_shapes(self).values())
+        return expected_shapes(self)
 
     # ------------------------------------------------------------------------------ presets
     @classmethod

@@ -8,13 +8,11 @@ table for the downsampling attention, 7 x 7 for the others); other input sizes r
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from .config import (
     MAX_DEPTH,
     MAX_IMAGE_SIZE,
-    MAX_PARAMETERS,
     MAX_RATIO,
     MAX_WIDTH,
     MODEL_TYPE_V2,
@@ -23,7 +21,6 @@ from .config import (
     _is_number,
     _show,
 )
-from .constants import ACTIVATIONS
 from .errors import ConfigError
 from .presets import V2_VARIANTS
 
@@ -158,29 +155,15 @@ class EfficientFormerV2Config(LabelledConfig):
         for field in ("use_layer_scale", "distillation"):
             if not isinstance(getattr(self, field), bool):
                 bad(field, "it must be true or false")
-        if not isinstance(self.hidden_act, str) or self.hidden_act not in ACTIVATIONS:
-            bad("hidden_act", f"choose one of {', '.join(ACTIVATIONS)}")
-        for field in ("drop_path_rate", "hidden_dropout_prob"):
-            if not (_is_number(getattr(self, field)) and 0.0 <= getattr(self, field) < 1.0):
-                bad(field, "it is a probability in [0, 1)")
-        if not (_is_number(self.batch_norm_eps) and self.batch_norm_eps > 0):
-            bad("batch_norm_eps", "it must be a finite positive number (e.g. 1e-05)")
-        if not (_is_number(self.initializer_range) and self.initializer_range >= 0):
-            bad("initializer_range", "it must be a finite number >= 0")
-        if not _is_number(self.layer_scale_init_value):
-            bad("layer_scale_init_value", "it must be a finite number")
-        self._validate_labels()
-        size = self.num_parameters()
-        if size > MAX_PARAMETERS:
-            raise ConfigError(f"this configuration describes a model of {size:,} weights, more than the "
-                              f"{MAX_PARAMETERS:,} allowed (the largest EfficientFormerV2, L, has 26 million); "
-                              "use smaller depths, hidden_sizes, mlp_ratios or num_labels.")
+        self._validate_shared()
 
-    def num_parameters(self) -> int:
-        """Number of elements of every tensor of the two-head classifier (parameters and buffers)."""
+    _largest = "the largest EfficientFormerV2, L, has 26 million"
+    _size_fields = "depths, hidden_sizes, mlp_ratios or num_labels"
+
+    def _expected_shapes(self) -> dict[str, tuple]:
         from .checkpoints.shapes_v2 import expected_shapes_v2
 
-        return sum(math.prod(shape) for shape in expected_shapes_v2(self).values())
+        return expected_shapes_v2(self)
 
     # ------------------------------------------------------------------------------ presets
     @classmethod

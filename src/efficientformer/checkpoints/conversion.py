@@ -27,7 +27,6 @@ Example:
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -37,8 +36,6 @@ from ..constants import (
     BASE_PREFIX,
     CLASS_HEAD,
     DISTILLATION_HEAD,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     SAFETENSORS_NAME,
     TIMM_LAYER_NORM_EPS,
 )
@@ -52,12 +49,12 @@ from .keys import Layout, convert_state_dict
 from .loading import Checkpoint, load_checkpoint
 from .conversion_v2 import timm_support_error_v2, write_v2
 from .loading_v2 import is_v2_config
+from .timm_meta import timm_pretrained_cfg
 
 OUTPUT_FORMATS = {"hf": "transformers", "transformers": "transformers", "timm": "timm", "original": "original"}
 DTYPES = ("float32", "float16", "bfloat16")
 # preprocessing of the released checkpoints (resize 256 bicubic, crop 224, ImageNet mean/std): used for
 # checkpoints that carry no settings of their own (a bare .pth / .safetensors file)
-_INTERPOLATION = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic"}
 # What timm 1.0's EfficientFormer constructor fixes, as (config field, timm's value). Its `Attention` is built
 # with its defaults (key_dim 32, 8 heads, attn_ratio 4, a 7x7 bias grid) whatever the model args say, so
 # the attention fields matter only for models with attention blocks; the rest holds for every model.
@@ -105,30 +102,6 @@ def processor_settings(checkpoint: Checkpoint) -> dict:
     from ..preprocessing.processor import EfficientFormerImageProcessor
 
     return EfficientFormerImageProcessor(**(checkpoint.processor or RELEASED_PREPROCESSING)).to_dict()
-
-
-def timm_pretrained_cfg(settings: dict, config: EfficientFormerConfig) -> dict:
-    """timm's `pretrained_cfg` for processor `settings` (the inverse of `from_timm_config`)."""
-    size, crop = settings.get("size") or {}, settings.get("crop_size") or {}
-    # an exact (height, width) resize is timm's "squash" mode; a shortest-edge resize its "center" mode
-    crop_mode = "center" if "shortest_edge" in size else "squash"
-    if settings.get("do_center_crop", True) and crop:
-        height, width = crop["height"], crop["width"]
-        edge = size.get("shortest_edge") or size.get("height")
-        # rounded down, so that timm's floor(height / crop_pct) gives back the same edge
-        crop_pct = math.floor(height / edge * 1e4) / 1e4 if edge else 1.0
-    else:
-        height = size.get("height") or size.get("shortest_edge") or config.image_size
-        width = size.get("width") or size.get("shortest_edge") or config.image_size
-        crop_pct = 1.0
-    mean = list(settings.get("image_mean") or IMAGENET_MEAN)
-    std = list(settings.get("image_std") or IMAGENET_STD)
-    return {"input_size": [config.num_channels, height, width], "fixed_input_size": True,
-            "interpolation": _INTERPOLATION.get(int(settings.get("resample", 3)), "bicubic"),
-            "crop_pct": crop_pct, "crop_mode": crop_mode, "mean": mean, "std": std,
-            "num_classes": config.num_labels, "first_conv": "stem.conv1",
-            # timm's model always has both heads (a single-head model is written with its head twice)
-            "classifier": ["head", "head_dist"]}
 
 
 def timm_support_error(config: EfficientFormerConfig, state: dict) -> str | None:

@@ -19,6 +19,7 @@ from ..fileio import write_with
 from .folder import write_model_folder
 from .keys_v2 import bias_index_buffers, convert_state_dict_v2
 from .loading import Checkpoint
+from .timm_meta import timm_pretrained_cfg
 
 # What timm 1.0's EfficientFormerV2 fixes (its attention modules are built with their defaults), as
 # (config field, timm's value).
@@ -49,8 +50,6 @@ def _timm_architecture(config: Any) -> str:
 
 def timm_config_v2(checkpoint: Checkpoint, settings: dict) -> dict:
     """timm's hub `config.json`: `timm.create_model(architecture, **model_args)` builds the model."""
-    from .conversion import timm_pretrained_cfg
-
     config = checkpoint.config
     arch = _timm_architecture(config)
     args: dict[str, Any] = {"depths": list(config.depths), "embed_dims": list(config.hidden_sizes),

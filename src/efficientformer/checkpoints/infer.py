@@ -98,13 +98,21 @@ def infer_config(state_dict: dict, *, source: str = "the checkpoint", **fields: 
                                   f"{shape(f'{mixer}.projection.weight')} fit no split into {heads} heads.")
         config.update(num_attention_heads=heads, resolution=resolution, key_dim=key_dim,
                       attention_ratio=value_dim // (heads * key_dim), image_size=resolution * STEM_REDUCTION * 2 ** len(down_at))
+    return built_config(EfficientFormerConfig, config, state_dict, fields, source, check_shapes)
+
+
+def built_config(config_class: type, config: dict[str, Any], state_dict: dict, fields: dict[str, Any], source: str,
+                 check: Any) -> Any:
+    """The last step of reading a config off the shapes (both families): the label count from the head,
+    the caller's `fields`, the config built (its errors worded for a checkpoint), and every key compared
+    with the shapes that config implies (`check`)."""
     head = next((f"{name}.weight" for name in HEADS if f"{name}.weight" in state_dict), None)
     if head is not None:
-        config["num_labels"] = shape(head)[0]
+        config["num_labels"] = tuple(state_dict[head].shape)[0]
     config.update(fields)
     try:
-        result = EfficientFormerConfig(**config)
+        result = config_class(**config)
     except ConfigError as err:
         raise CheckpointError(f"{source}: the weights describe an invalid architecture ({err})") from None
-    check_shapes(state_dict, result, source=source, against="the architecture read from its shapes")
+    check(state_dict, result, source=source, against="the architecture read from its shapes")
     return result

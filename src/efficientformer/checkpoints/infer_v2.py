@@ -7,8 +7,9 @@ import math
 import re
 from typing import Any
 
-from ..constants import BASE_PREFIX, DISTILLATION_HEAD, HEADS
-from ..errors import CheckpointError, ConfigError
+from ..constants import BASE_PREFIX, DISTILLATION_HEAD
+from ..errors import CheckpointError
+from .infer import built_config
 from .shapes_v2 import check_shapes_v2
 
 _ENCODER = f"{BASE_PREFIX}.encoder.stages"
@@ -81,16 +82,7 @@ def infer_config_v2(state_dict: dict, *, source: str = "the checkpoint", **field
         if keys % heads or values % heads:
             raise CheckpointError(f"{source}: {mixer}'s widths ({keys}, {values}) fit no split into {heads} heads.")
         config.update(num_attention_heads=heads, key_dim=keys // heads, attention_ratio=_ratio(values, keys))
-    head = next((f"{name}.weight" for name in HEADS if f"{name}.weight" in state_dict), None)
-    if head is not None:
-        config["num_labels"] = shape(head)[0]
-    config.update(fields)
-    try:
-        result = EfficientFormerV2Config(**config)
-    except ConfigError as err:
-        raise CheckpointError(f"{source}: the weights describe an invalid architecture ({err})") from None
-    check_shapes_v2(state_dict, result, source=source, against="the architecture read from its shapes")
-    return result
+    return built_config(EfficientFormerV2Config, config, state_dict, fields, source, check_shapes_v2)
 
 
 __all__ = ["infer_config_v2"]

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Callable
 
-from ..config import EfficientFormerConfig, read_json_object
+from ..config import MODEL_TYPE, MODEL_TYPE_V2, EfficientFormerConfig, read_json_object
 from ..constants import CONFIG_NAME, PREPROCESSOR_NAME, PT_WEIGHTS_NAMES, TIMM_LAYER_NORM_EPS
 from ..errors import CheckpointError, ConfigError
 from ..labels import with_known_names
@@ -28,6 +28,7 @@ from .keys_v2 import is_v2_keys
 from .reading import check_tensors, read_state_dict
 from .infer import infer_config
 from .shapes import check_shapes, complete_buffers
+from .timm_meta import check_timm_args, is_timm_config, processor_from_timm
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -57,13 +58,10 @@ class Checkpoint:
     source: str
 
 
-# ------------------------------------------------------------------------------------ timm metadata
-def _is_timm_config(data: dict) -> bool:
-    return "model_type" not in data and ("pretrained_cfg" in data or "architecture" in data)
-
-
-def _check_timm_args(data: dict, config: EfficientFormerConfig, source: str) -> None:
-    """Compare timm's `model_args` (or the preset named by `architecture`) with the shapes read."""
+# ----------------------------------------------------------------------------------- the V1 family
+def _timm_args(data: dict, config: EfficientFormerConfig) -> tuple[dict, dict, None]:
+    """timm's `model_args` (or those of the preset its `architecture` names) and the same values read from
+    the weights, for `timm_meta.check_timm_args`."""
     args = dict(data.get("model_args") or {})
     arch = str(data.get("architecture", ""))
     if not args and arch.startswith("efficientformer_l"):
@@ -75,18 +73,44 @@ def _check_timm_args(data: dict, config: EfficientFormerConfig, source: str) -> 
                     "num_vit": variant.num_meta3d_blocks}
     found = {"depths": list(config.depths), "embed_dims": list(config.hidden_sizes),
              "num_vit": config.num_meta3d_blocks, "num_classes": config.num_labels}
-    if "num_classes" in data:
-        args.setdefault("num_classes", data["num_classes"])
-    for name, value in args.items():
-        if name in found and (list(value) if isinstance(value, (list, tuple)) else value) != found[name]:
-            raise CheckpointError(f"{source}: timm's config.json says {name}={value} but the weights have "
-                                  f"{name}={found[name]}; the weights and config.json belong to different models.")
+    return args, found, None
 
 
-def _timm_processor(pretrained_cfg: dict) -> dict:
-    from ..preprocessing.processor import EfficientFormerImageProcessor
+def _infer(state: dict, source: str, fmt: str) -> EfficientFormerConfig:
+    # timm and the original code build their LayerNorms with eps 1e-5, transformers with 1e-12
+    eps = TIMM_LAYER_NORM_EPS if fmt != "transformers" else EfficientFormerConfig().layer_norm_eps
+    return infer_config(state, source=source, layer_norm_eps=eps)
 
-    return EfficientFormerImageProcessor.from_timm_config(pretrained_cfg).to_dict()
+
+@dataclass(frozen=True)
+class Family:
+    """What `load_checkpoint` needs of a model family: its name and config class, the renaming of its keys
+    to our layout, the config its shapes imply, the shape check against a config, timm's `model_args` next to
+    the values read, and the buffers a model rebuilds."""
+
+    name: str
+    model_type: str
+    config_class: type
+    to_our_layout: Callable[..., tuple[dict, str]]  # (raw, source=) -> (state, layout)
+    infer: Callable[[dict, str, str], Any]  # (state, source, layout) -> config
+    check_shapes: Callable[..., None]  # (state, config, source=, against=)
+    timm_args: Callable[[dict, Any], tuple[dict, dict, Any]]
+    complete: Callable[[dict, Any], dict]
+
+
+def family_of(raw: dict) -> Family:
+    """The family whose weights `raw` holds (EfficientFormerV2 when every FFN has a depthwise convolution)."""
+    if is_v2_keys(raw):
+        from ..config_v2 import EfficientFormerV2Config
+        from . import loading_v2
+        from .infer_v2 import infer_config_v2
+        from .shapes_v2 import check_shapes_v2
+
+        return Family("EfficientFormerV2", MODEL_TYPE_V2, EfficientFormerV2Config, loading_v2.to_our_layout_v2,
+                      lambda state, source, fmt: infer_config_v2(state, source=source), check_shapes_v2,
+                      loading_v2.timm_args_v2, lambda state, config: state)
+    return Family("EfficientFormer", MODEL_TYPE, EfficientFormerConfig, to_transformers_layout, _infer, check_shapes,
+                  _timm_args, complete_buffers)
 
 
 # ------------------------------------------------------------------------------------- the entry point
@@ -170,27 +194,28 @@ def load_checkpoint(name_or_path: str | os.PathLike, *, revision: str | None = N
     hub = {"revision": revision, "cache_dir": cache_dir, "local_files_only": local_files_only, "token": token}
     weights, config_path, processor_path = _find_files(name, hub)
     raw = read_state_dict(weights, allow_training_args=allow_training_args)
-    if is_v2_keys(raw):  # EfficientFormerV2: its own key table, shapes and config (checkpoints.loading_v2)
-        from .loading_v2 import load_v2
-
-        return load_v2(raw, weights=weights, config_data=_read_json(config_path) if config_path else None,
-                       config_path=config_path, processor=_read_json(processor_path) if processor_path else None)
-    state, fmt = to_transformers_layout(raw, source=weights)
+    family = family_of(raw)
+    state, fmt = family.to_our_layout(raw, source=weights)
     check_tensors(raw, source=weights)  # after the layout check: a non-EfficientFormer file is named as such
     config_data = _read_json(config_path) if config_path else None
     processor = _read_json(processor_path) if processor_path else None
 
-    if config_data is not None and not _is_timm_config(config_data):
+    if config_data is not None and not is_timm_config(config_data):
+        if config_data.get("model_type", family.model_type) != family.model_type:
+            raise CheckpointError(f"{config_path} is for model_type {config_data.get('model_type')!r}, but {weights} "
+                                  f"holds {family.name} weights; the two belong to different models.")
         try:
-            config = EfficientFormerConfig.from_dict(config_data)
+            config = family.config_class.from_dict(config_data)
         except (ConfigError, TypeError) as err:
-            raise CheckpointError(f"{config_path} is not a valid EfficientFormer config.json ({err}).") from None
-        check_shapes(state, config, source=weights, against=f"its config.json ({config_path})")
+            raise CheckpointError(f"{config_path} is not a valid {family.name} config.json ({err}).") from None
+        family.check_shapes(state, config, source=weights, against=f"its config.json ({config_path})")
     else:
-        eps = TIMM_LAYER_NORM_EPS if fmt != "transformers" else EfficientFormerConfig().layer_norm_eps
-        config = infer_config(state, source=weights, layer_norm_eps=eps)
+        config = family.infer(state, weights, fmt)
         if config_data is not None:  # timm's config.json: check it, take its labels and preprocessing
-            _check_timm_args(config_data, config, weights)
+            args, found, same = family.timm_args(config_data, config)
+            if "num_classes" in config_data:
+                args.setdefault("num_classes", config_data["num_classes"])
+            check_timm_args(args, found, weights, same)
             names = config_data.get("label_names")
             if names:
                 if len(names) != config.num_labels:
@@ -198,7 +223,7 @@ def load_checkpoint(name_or_path: str | os.PathLike, *, revision: str | None = N
                                           f"has {config.num_labels} classes.")
                 config.id2label = dict(enumerate(map(str, names)))
             if processor is None and isinstance(config_data.get("pretrained_cfg"), dict):
-                processor = _timm_processor(config_data["pretrained_cfg"])
+                processor = processor_from_timm(config_data["pretrained_cfg"])
     config.id2label = with_known_names(config.id2label)
-    state = complete_buffers(state, config)
+    state = family.complete(state, config)
     return Checkpoint(state_dict=state, config=config, processor=processor, format=fmt, source=weights)

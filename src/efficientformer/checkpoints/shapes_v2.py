@@ -3,14 +3,14 @@ check of a state dict against them. Torch-free, so that the config's own size ch
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any
 
 from ..constants import BASE_PREFIX, HEADS
 from ..errors import CheckpointError
 from ..models.architecture_v2 import AttentionPlanV2, plan_v2
 
-if TYPE_CHECKING:  # pragma: no cover
-    from ..config_v2 import EfficientFormerV2Config
+# `config` below is an `EfficientFormerV2Config`; the config module is not imported, so that its size check
+# can read `expected_shapes_v2` without an import cycle
 
 
 def _bn(prefix: str, channels: int) -> dict[str, tuple]:
@@ -47,7 +47,7 @@ def _attention(prefix: str, att: AttentionPlanV2) -> dict[str, tuple]:
     return out
 
 
-def expected_shapes_v2(config: "EfficientFormerV2Config", *, heads: bool = True) -> dict[str, tuple]:
+def expected_shapes_v2(config: Any, *, heads: bool = True) -> dict[str, tuple]:
     """Every state-dict key of `EfficientFormerV2ForImageClassificationWithTeacher` for `config`, with its shape
     (heads only when `heads` and num_labels > 0)."""
     network = plan_v2(config)
@@ -99,7 +99,7 @@ def shape_mismatch_v2(expected: dict[str, tuple], given: dict) -> str | None:
     return f"it has {len(extra)} weights this model lacks, e.g. {extra[0]}" if extra else None
 
 
-def check_shapes_v2(state_dict: dict, config: "EfficientFormerV2Config", *, source: str, against: str) -> None:
+def check_shapes_v2(state_dict: dict, config: Any, *, source: str, against: str) -> None:
     """Raise `CheckpointError` when the tensors of `state_dict` (our layout) differ from `config`'s."""
     heads = any(k.startswith(tuple(f"{h}." for h in HEADS)) for k in state_dict)
     expected = expected_shapes_v2(config, heads=heads)

@@ -31,16 +31,17 @@ def run(args: argparse.Namespace) -> int:
     print("backends and tools:")
     for module in ("torch", "tensorflow", "keras", "jax", "timm", "onnxruntime", "safetensors", "huggingface_hub"):
         print(f"  {module:<16} {_version_of(module)}")
-    print("presets:")
-    print(f"  {'name':<4} {'depths':<15} {'widths':<20} {'Meta3D':>6} {'params':>11} {'top-1':>6}  weights")
-    for name, v in VARIANTS.items():
-        w = WEIGHTS[name]
-        print(f"  {name:<4} {str(list(v.depths)):<15} {str(list(v.hidden_sizes)):<20} {v.num_meta3d_blocks:>6} "
-              f"{v.num_parameters:>11,} {w.top1:>6.1f}  {w.hub_id}")
-    print("EfficientFormerV2 presets (attention blocks at the end of stages 3 and 4 each):")
-    print(f"  {'name':<4} {'depths':<15} {'widths':<20} {'attn':>6} {'params':>11} {'top-1':>6}  weights")
-    for name, v in V2_VARIANTS.items():
-        w = V2_WEIGHTS[name]
-        print(f"  {name:<4} {str(list(v.depths)):<15} {str(list(v.hidden_sizes)):<20} {v.num_attention_blocks:>6} "
-              f"{v.num_parameters:>11,} {w.top1:>6.1f}  {w.hub_id}")
+    _presets("presets:", "Meta3D", VARIANTS, WEIGHTS, "num_meta3d_blocks")
+    _presets("EfficientFormerV2 presets (attention blocks at the end of stages 3 and 4 each):", "attn", V2_VARIANTS,
+             V2_WEIGHTS, "num_attention_blocks")
     return 0
+
+
+def _presets(title: str, blocks: str, variants: dict, weights: dict, blocks_field: str) -> None:
+    """One family's presets as a table: shapes, attention blocks, parameters, top-1 and weights."""
+    print(title)
+    print(f"  {'name':<4} {'depths':<15} {'widths':<20} {blocks:>6} {'params':>11} {'top-1':>6}  weights")
+    for name, v in variants.items():
+        w = weights[name]
+        print(f"  {name:<4} {str(list(v.depths)):<15} {str(list(v.hidden_sizes)):<20} {getattr(v, blocks_field):>6} "
+              f"{v.num_parameters:>11,} {w.top1:>6.1f}  {w.hub_id}")

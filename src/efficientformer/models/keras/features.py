@@ -46,14 +46,9 @@ class FeaturesMixin:
         (B, N, C_last) that `forward_head` takes.
         """
         stages = self.config.num_stages
-        take, intermediates_only, _ = intermediates_request(stages, indices, out_indices, output_fmt,
-                                                            intermediates_only)
-        if isinstance(pixel_values, dict):
-            pixel_values = pixel_values["pixel_values"]
-        check_pixel_values(pixel_values, self.config.num_channels)
-        check_finite(pixel_values)
+        pixel_values, take, intermediates_only, stop = self._intermediates_request(
+            pixel_values, indices, out_indices, output_fmt, intermediates_only, stop_early)
         main = self.efficientformer
-        stop = max(take) if stop_early or intermediates_only else stages - 1
         x = main.patch_embed(ops.transpose(ops.cast(pixel_values, self.compute_dtype), (0, 2, 3, 1)), training=training)
         maps = []
         for item, layer in zip(plan(self.config).layout, main.encoder.intermediate_stages):
@@ -73,6 +68,19 @@ class FeaturesMixin:
         if intermediates_only:
             return picked
         return (final if stop == stages - 1 else maps[stop]), picked
+
+    def _intermediates_request(self, pixel_values, indices, out_indices, output_fmt: str, intermediates_only: bool,
+                               stop_early: bool):
+        """`forward_intermediates`' arguments checked (both families): (pixel values, stages to return, whether
+        only the maps are returned, the last stage to run)."""
+        take, intermediates_only, _ = intermediates_request(self.config.num_stages, indices, out_indices, output_fmt,
+                                                            intermediates_only)
+        if isinstance(pixel_values, dict):
+            pixel_values = pixel_values["pixel_values"]
+        check_pixel_values(pixel_values, self.config.num_channels)
+        check_finite(pixel_values)
+        stop = max(take) if stop_early or intermediates_only else self.config.num_stages - 1
+        return pixel_values, take, intermediates_only, stop
 
     def forward_head(self, x, pre_logits: bool = False):
         """(B, N, C_last) tokens of `forward_features` -> (B, C_last) mean over tokens (the backbone has

@@ -132,7 +132,7 @@ class ConvStem(_Layer):
     """Two 3x3 stride-2 convolutions (explicit zero padding 1) with BatchNorm and ReLU:
     (B, H, W, C) -> (B, ceil(H/4), ceil(W/4), out_channels), channels-last."""
 
-    def __init__(self, config: EfficientFormerConfig, out_channels: int, **kwargs) -> None:
+    def __init__(self, config: Any, out_channels: int, **kwargs) -> None:
         super().__init__(**kwargs)
         self.in_channels, self.out_channels = config.num_channels, out_channels
         self.padding = layers.ZeroPadding2D(padding=1, name="padding")
@@ -140,6 +140,7 @@ class ConvStem(_Layer):
         self.batchnorm_before = _batchnorm(config, "batchnorm_before")
         self.convolution2 = _conv(config, out_channels, 3, "convolution2", strides=2)
         self.batchnorm_after = _batchnorm(config, "batchnorm_after")
+        self.activation = ops.relu  # EfficientFormerV2's stem: its configured activation
 
     def build(self, input_shape=None) -> None:
         mid = self.out_channels // 2
@@ -149,8 +150,8 @@ class ConvStem(_Layer):
         self.batchnorm_after.build((None, None, None, self.out_channels))
 
     def call(self, x, training: bool = False):
-        x = ops.relu(self.batchnorm_before(self.convolution1(self.padding(x)), training=training))
-        return ops.relu(self.batchnorm_after(self.convolution2(self.padding(x)), training=training))
+        x = self.activation(self.batchnorm_before(self.convolution1(self.padding(x)), training=training))
+        return self.activation(self.batchnorm_after(self.convolution2(self.padding(x)), training=training))
 
 
 class Downsample(_Layer):

@@ -14,7 +14,7 @@ from ...config_v2 import EfficientFormerV2Config
 from ...errors import InputError, require
 from ..architecture_v2 import DOWNSAMPLE_CONV, STRIDE, AttentionPlanV2, BlockPlanV2, DownsamplePlanV2, plan_v2
 from ..attention_bias import grid_bias
-from .layers import KERAS_OPS, DropPath, HostTruncatedNormal, _batchnorm, _Layer, activation
+from .layers import KERAS_OPS, ConvStem, DropPath, HostTruncatedNormal, _batchnorm, _Layer, activation
 
 keras = require("keras", "tf", "the TensorFlow classes")
 from keras import layers, ops  # noqa: E402
@@ -55,30 +55,12 @@ class ConvNorm(_Layer):
         return self.batchnorm(self.convolution(x), training=training)
 
 
-class StemV2(_Layer):
+class StemV2(ConvStem):
     """Two 3x3 stride-2 convolutions, each with BatchNorm and the activation: (B, H, W, 3) -> (B, H/4, W/4, C)."""
 
     def __init__(self, config: EfficientFormerV2Config, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.in_channels, self.out_channels = config.num_channels, config.hidden_sizes[0]
-        mid = self.out_channels // 2
-        self.padding = layers.ZeroPadding2D(padding=1, name="padding")
-        self.convolution1 = _conv(config, mid, 3, "convolution1", strides=2)
-        self.batchnorm_before = _batchnorm(config, "batchnorm_before")
-        self.convolution2 = _conv(config, self.out_channels, 3, "convolution2", strides=2)
-        self.batchnorm_after = _batchnorm(config, "batchnorm_after")
+        super().__init__(config, config.hidden_sizes[0], **kwargs)
         self.activation = activation(config.hidden_act)
-
-    def build(self, input_shape=None) -> None:
-        mid = self.out_channels // 2
-        self.convolution1.build((None, None, None, self.in_channels))
-        self.batchnorm_before.build((None, None, None, mid))
-        self.convolution2.build((None, None, None, mid))
-        self.batchnorm_after.build((None, None, None, self.out_channels))
-
-    def call(self, x, training: bool = False):
-        x = self.activation(self.batchnorm_before(self.convolution1(self.padding(x)), training=training))
-        return self.activation(self.batchnorm_after(self.convolution2(self.padding(x)), training=training))
 
 
 class DepthwiseFFN(_Layer):

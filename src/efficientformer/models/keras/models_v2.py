@@ -13,8 +13,7 @@ from __future__ import annotations
 from ...config_v2 import EfficientFormerV2Config
 from ...errors import InputError, require
 from ..architecture_v2 import plan_v2
-from ..outputs import FeatureInfo, intermediates_request
-from .inputs import check_finite, check_pixel_values
+from ..outputs import FeatureInfo
 from .layers import _serializable
 from .layers_v2 import TFEfficientFormerV2MainLayer
 from .models import (
@@ -56,14 +55,9 @@ class _TFV2Surface:
                               training: bool = False):
         """Dense NCHW maps of the requested stages, as `EfficientFormerV2Model.forward_intermediates`."""
         stages = self.config.num_stages
-        take, intermediates_only, _ = intermediates_request(stages, indices, out_indices, output_fmt,
-                                                            intermediates_only)
-        if isinstance(pixel_values, dict):
-            pixel_values = pixel_values["pixel_values"]
-        check_pixel_values(pixel_values, self.config.num_channels)
-        check_finite(pixel_values)
+        pixel_values, take, intermediates_only, stop = self._intermediates_request(
+            pixel_values, indices, out_indices, output_fmt, intermediates_only, stop_early)
         main = self.efficientformer
-        stop = max(take) if stop_early or intermediates_only else stages - 1
         _, maps, _ = main.run(ops.cast(pixel_values, self.compute_dtype), stop=stop, training=training)
         normed = main.norm(maps[-1], training=training) if stop == stages - 1 else None
         picked = [ops.transpose(normed if norm and i == stages - 1 else maps[i], (0, 3, 1, 2)) for i in take]

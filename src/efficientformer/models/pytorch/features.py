@@ -40,6 +40,16 @@ class FeatureInfoMixin:
         prefix = "" if backbone is self else self.base_model_prefix + "."
         return stage_feature_info(self.config, prefix, ".", backbone.out_indices)
 
+    def _features_only_maps(self, pixel_values: Any, output_attentions: Any, output_hidden_states: Any):
+        """What a features-only backbone's call returns, its stage maps (None for an ordinary backbone)."""
+        if getattr(self, "out_indices", None) is None:
+            return None
+        if output_attentions or output_hidden_states:
+            raise InputError(f"a features-only backbone (out_indices={self.out_indices}) returns its stage "
+                             f"maps only; build {type(self).__name__} without out_indices for attentions "
+                             "or hidden states.")
+        return self.forward_intermediates(pixel_values, self.out_indices, intermediates_only=True)
+
 
 class FeaturesOnlyBackbone:
     """`prune_intermediate_layers` and `forward_intermediates` of `EfficientFormerModel`."""

@@ -78,19 +78,21 @@ def _layer_scale(config: EfficientFormerConfig, dim: int) -> nn.Parameter | None
 
 
 class ConvStem(nn.Module):
-    """Two 3x3 stride-2 convolutions with BatchNorm and ReLU: (B, 3, H, W) -> (B, C, H/4, W/4)."""
+    """Two 3x3 stride-2 convolutions with BatchNorm and ReLU: (B, 3, H, W) -> (B, C, H/4, W/4).
+    (EfficientFormerV2's stem is this one with its configured activation.)"""
 
-    def __init__(self, config: EfficientFormerConfig, out_channels: int) -> None:
+    def __init__(self, config: Any, out_channels: int) -> None:
         super().__init__()
         mid = out_channels // 2
         self.convolution1 = nn.Conv2d(config.num_channels, mid, 3, stride=2, padding=1)
         self.batchnorm_before = nn.BatchNorm2d(mid, eps=config.batch_norm_eps)
         self.convolution2 = nn.Conv2d(mid, out_channels, 3, stride=2, padding=1)
         self.batchnorm_after = nn.BatchNorm2d(out_channels, eps=config.batch_norm_eps)
+        self.activation = F.relu
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu(self.batchnorm_before(self.convolution1(x)))
-        return F.relu(self.batchnorm_after(self.convolution2(x)))
+        x = self.activation(self.batchnorm_before(self.convolution1(x)))
+        return self.activation(self.batchnorm_after(self.convolution2(x)))
 
 
 class Downsample(nn.Module):

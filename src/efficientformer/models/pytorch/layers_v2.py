@@ -22,7 +22,7 @@ from ...config_v2 import EfficientFormerV2Config
 from ...errors import require
 from ..architecture_v2 import DOWNSAMPLE_CONV, STRIDE, AttentionPlanV2, BlockPlanV2, DownsamplePlanV2, plan_v2
 from ..attention_bias import grid_bias, offset_index
-from .layers import TORCH_OPS, DropPath, _call_block, activation
+from .layers import TORCH_OPS, ConvStem, DropPath, _call_block, activation
 
 torch = require("torch", "torch", "the PyTorch EfficientFormerV2 classes")
 from torch import nn  # noqa: E402
@@ -43,22 +43,12 @@ class ConvNorm(nn.Module):
         return self.batchnorm(self.convolution(x))
 
 
-class StemV2(nn.Module):
+class StemV2(ConvStem):
     """Two 3x3 stride-2 convolutions, each with BatchNorm and the activation: (B, 3, H, W) -> (B, C, H/4, W/4)."""
 
     def __init__(self, config: EfficientFormerV2Config) -> None:
-        super().__init__()
-        out = config.hidden_sizes[0]
-        mid = out // 2
-        self.convolution1 = nn.Conv2d(config.num_channels, mid, 3, stride=2, padding=1)
-        self.batchnorm_before = nn.BatchNorm2d(mid, eps=config.batch_norm_eps)
-        self.convolution2 = nn.Conv2d(mid, out, 3, stride=2, padding=1)
-        self.batchnorm_after = nn.BatchNorm2d(out, eps=config.batch_norm_eps)
+        super().__init__(config, config.hidden_sizes[0])
         self.activation = activation(config.hidden_act)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.activation(self.batchnorm_before(self.convolution1(x)))
-        return self.activation(self.batchnorm_after(self.convolution2(x)))
 
 
 class DepthwiseFFN(nn.Module):

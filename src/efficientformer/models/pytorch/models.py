@@ -210,12 +210,9 @@ class EfficientFormerModel(FeaturesOnlyBackbone, EfficientFormerPreTrainedModel)
             `BaseModelOutput` with `last_hidden_state` (B, N, C_last); a features-only backbone returns
             the list of its stage maps.
         """
-        if self.out_indices is not None:
-            if output_attentions or output_hidden_states:
-                raise InputError(f"a features-only backbone (out_indices={self.out_indices}) returns its stage "
-                                 "maps only; build EfficientFormerModel without out_indices for attentions "
-                                 "or hidden states.")
-            return self.forward_intermediates(pixel_values, self.out_indices, intermediates_only=True)
+        maps = self._features_only_maps(pixel_values, output_attentions, output_hidden_states)
+        if maps is not None:
+            return maps
         self._refuse_if_pruned()
         tokens, states, _, _, attentions = self._run(pixel_values, keep_states=bool(output_hidden_states))
         output = BaseModelOutput(last_hidden_state=self.layernorm(tokens),

@@ -166,12 +166,9 @@ class EfficientFormerV2Model(EfficientFormerV2PreTrainedModel):
             `BaseModelOutput` with `last_hidden_state` (B, C_last, h, w); a features-only backbone returns
             the list of its stage maps.
         """
-        if self.out_indices is not None:
-            if output_attentions or output_hidden_states:
-                raise InputError(f"a features-only backbone (out_indices={self.out_indices}) returns its stage "
-                                 "maps only; build EfficientFormerV2Model without out_indices for attentions "
-                                 "or hidden states.")
-            return self.forward_intermediates(pixel_values, self.out_indices, intermediates_only=True)
+        maps = self._features_only_maps(pixel_values, output_attentions, output_hidden_states)
+        if maps is not None:
+            return maps
         stem, maps, weights = self._run(pixel_values)
         output = BaseModelOutput(last_hidden_state=self.norm(maps[-1]),
                                  hidden_states=(stem, *maps) if output_hidden_states else None,
