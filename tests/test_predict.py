@@ -92,15 +92,15 @@ def test_predict_command_json_and_csv(fixtures_dir, photo_folder, capsys, fmt):
 
 def test_results_already_computed_survive_a_failing_batch(fixtures_dir, photo_folder, capsys, monkeypatch):
     calls = {"n": 0}
-    original = ImageClassifier.logits
+    original = ImageClassifier.logits_from_pixels
 
-    def flaky(self, images):
+    def flaky(self, pixel_values):
         calls["n"] += 1
         if calls["n"] == 2:
             raise RuntimeError("out of memory")
-        return original(self, images)
+        return original(self, pixel_values)
 
-    monkeypatch.setattr(ImageClassifier, "logits", flaky)
+    monkeypatch.setattr(ImageClassifier, "logits_from_pixels", flaky)
     monkeypatch.setattr(predict_cli, "PROGRESS_MIN_IMAGES", 2)
     files = [str(photo_folder / n) for n in PHOTOS]
     code = main(["predict", *files, "-m", str(fixtures_dir / "hf-tiny"), "-b", "1", "-f", "csv"])

@@ -348,3 +348,65 @@ def test_padded_center_crop_keeps_the_crop_size(rounding, first_column):
     top = 2 if rounding == "floor" else 1  # padding above the 5 rows: ceil(3 / 2) or 3 // 2
     assert out[:top].max() == 0 and out[top + 5:].max() == 0
     np.testing.assert_array_equal(out[top:top + 5], image[:, first_column:first_column + 8, 0])
+
+
+# ---------------------------------------------------------------------- the float32 resize and the bulk halves
+def test_float32_resize_recomputes_the_samples_near_a_rounding_edge_exactly(monkeypatch):
+    """exact32 (float32 products + exact recomputation near half-integers) gives Pillow's bytes on noise, the
+    hardest input (every level occurs), at sizes where its fix-up really runs."""
+    from efficientformer.preprocessing import exact32, resample
+
+    fixed = []
+    original = exact32.Axis.exact
+
+    def counting(self, samples, outputs):
+        fixed.append(len(outputs))
+        return original(self, samples, outputs)
+
+    monkeypatch.setattr(exact32.Axis, "exact", counting)
+    monkeypatch.setattr(exact32, "SINGLE_THREAD_MNK", 5000)  # products split in pieces, as where BLAS threads
+    rng = np.random.default_rng(7)
+    for _ in range(12):
+        height, width = (int(v) for v in rng.integers(40, 500, 2))
+        out_w, out_h = (int(v) for v in rng.integers(16, 400, 2))
+        pixels = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+        for code in resample.SUPPORTED:
+            box = (out_w // 5, out_h // 7, out_w - out_w // 6, out_h - out_h // 9)
+            expected = np.asarray(Image.fromarray(pixels).resize((out_w, out_h), code).crop(box))
+            assert np.array_equal(resample.resize_crop(pixels, out_w, out_h, code, box), expected), (
+                height, width, out_w, out_h, code)
+    assert sum(fixed) > 0  # the exact recomputation was exercised, not only the float32 products
+
+
+def test_pixel_view_is_the_image_or_nothing(fixtures_dir):
+    from efficientformer.preprocessing.image_io import pixel_view
+
+    image = Image.open(fixtures_dir / "images" / "astronaut_640x480.jpg")
+    image.load()
+    for candidate in (image, image.convert("L")):
+        view, _keep = pixel_view(candidate)
+        assert np.array_equal(view, np.asarray(candidate)) and not view.flags.writeable
+    assert pixel_view(image.convert("RGBA")) is None  # other modes: callers copy
+
+
+def test_exif_orientation_is_applied(tmp_path, fixtures_dir):
+    from efficientformer.preprocessing.image_io import open_image
+
+    image = Image.open(fixtures_dir / "images" / "chelsea.png").convert("RGB")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    image.save(tmp_path / "rotated.jpg", exif=exif, quality=95)
+    opened = open_image(tmp_path / "rotated.jpg")
+    assert opened.size == (image.height, image.width)
+    plain = Image.open(tmp_path / "rotated.jpg")
+    assert np.array_equal(np.asarray(opened), np.asarray(plain.transpose(Image.Transpose.ROTATE_270)))
+
+
+@pytest.mark.parametrize("name", ["astronaut_640x480.jpg", "camera.png", "camera_16bit.png", "coffee_rgba.png"])
+def test_crop_8bit_through_the_lookup_table_is_preprocess(fixtures_dir, name):
+    processor = EfficientFormerImageProcessor(**HUB)
+    path = fixtures_dir / "images" / name
+    crop, table = processor.crop_8bit(path), processor.lookup_table()
+    assert crop.dtype == np.uint8 and crop.shape == (224, 224, 3)
+    looked_up = np.stack([table[c][crop[:, :, c]] for c in range(3)])
+    assert np.array_equal(looked_up, processor(path, return_tensors="np")["pixel_values"][0])

@@ -156,3 +156,45 @@ def test_from_config_builds_a_trainable_model(registered):
     out = model(torch.randn(2, 3, 64, 64), labels=torch.tensor([0, 2]))
     assert out.logits.shape == (2, 3) and torch.isfinite(out.loss)
     assert model.efficientformer_model.classifier is model.classifier  # one set of weights
+
+
+def test_efficientformer_v2_behind_the_auto_classes_pipeline_and_trainer(fixtures_dir, photos, tmp_path):
+    """"efficientformer_v2" is free in every transformers version: registered, the Auto classes and pipeline
+    load our V2 folder with our scores, and a Trainer run saves a folder both libraries load."""
+    from transformers import AutoImageProcessor, AutoModelForImageClassification, Trainer, TrainingArguments, pipeline
+
+    from efficientformer import EfficientFormerV2ForImageClassificationWithTeacher as OursV2
+    from efficientformer import ImageClassifier
+
+    integration.register()
+    folder = tmp_path / "v2"
+    OursV2.from_pretrained(str(fixtures_dir / "timm-v2-tiny" / "hub")).save_pretrained(str(folder))
+    model = AutoModelForImageClassification.from_pretrained(str(folder))
+    assert type(model) is integration.EfficientFormerV2ForImageClassificationWithTeacher
+    ours = ImageClassifier.from_pretrained(str(folder))
+    expected = [{p.label: p.score for p in row} for row in ours.predict(photos, top_k=5)]
+    # transformers 4 resolves the processor by the class name in preprocessor_config.json, its own
+    # EfficientFormerImageProcessor (without timm's crop_pct): ours is named there
+    processor = None if TRANSFORMERS_5 else integration.EfficientFormerImageProcessor.from_pretrained(str(folder))
+    classify = pipeline("image-classification", model=str(folder), image_processor=processor)
+    for row, want in zip(classify(photos, top_k=5), expected):
+        np.testing.assert_allclose([r["score"] for r in row], [want[r["label"]] for r in row], atol=1e-5)
+
+    names = {0: "animal", 1: "object"}
+    processor = processor or AutoImageProcessor.from_pretrained(str(folder))
+    model = AutoModelForImageClassification.from_pretrained(str(folder), id2label=names, ignore_mismatched_sizes=True)
+    data = _Photos(processor, photos, [0, 1, 1, 0])
+    args = TrainingArguments(output_dir=str(tmp_path / "run"), max_steps=2, per_device_train_batch_size=2,
+                             use_cpu=True, report_to=[], save_strategy="no", dataloader_num_workers=0)
+    trainer = Trainer(model=model, args=args, train_dataset=data, processing_class=processor)
+    trainer.train()
+    assert trainer.predict(data).predictions.shape == (4, 2)
+    trainer.save_model(str(tmp_path / "saved"))
+    config = json.loads((tmp_path / "saved" / "config.json").read_text())
+    assert config["model_type"] == "efficientformer_v2" and config["id2label"] == {"0": "animal", "1": "object"}
+    again, ours = AutoModelForImageClassification.from_pretrained(str(tmp_path / "saved")), OursV2.from_pretrained(
+        str(tmp_path / "saved"))
+    assert ours.config.id2label == names
+    with torch.no_grad():
+        np.testing.assert_allclose(again.eval()(data.pixels).logits.numpy(), ours(data.pixels).logits.numpy(),
+                                   atol=1e-5)

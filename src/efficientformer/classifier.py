@@ -124,19 +124,54 @@ class ImageClassifier:
 
     def logits(self, images: Sequence[Any]):
         """(B, num_labels) float32 logits for a batch of images (paths, PIL images or arrays)."""
+        return self.logits_from_pixels(self._pixel_values(images))
+
+    def logits_from_pixels(self, pixel_values):
+        """(B, num_labels) float32 logits for `pixel_values` already on the model's device (cast to the
+        model's dtype; `self.model` may also be `efficientformer.deploy.optimize`'s network)."""
         import torch
 
+        dtype = next(self.model.parameters()).dtype
         with torch.inference_mode():
-            return self.model(self._pixel_values(images)).logits.float()
+            out = self.model(pixel_values if pixel_values.dtype == dtype else pixel_values.to(dtype))
+            return (out.logits if hasattr(out, "logits") else out).float()  # optimize()'s network: logits
 
-    def predict(self, images: Any, top_k: int = 5, batch_size: int = 32) -> list[list[Prediction]]:
+    def pixels_from_8bit(self, crops: np.ndarray):
+        """uint8 (B, H, W, 3) crops (`EfficientFormerImageProcessor.crop_8bit`) -> the processor's exact
+        (B, 3, H, W) float32 `pixel_values` on the model's device. On a GPU the uint8 batch goes through pinned
+        memory with a non-blocking copy (a quarter of float32's bytes) and is looked up in the processor's
+        table there."""
+        import torch
+
+        device = self.device
+        table = getattr(self, "_tables", {}).get(str(device))
+        if device.type != "cuda":
+            values = np.empty((len(crops), 3) + crops.shape[1:3], dtype=np.float32)
+            host = self.processor.lookup_table()
+            for index, crop in enumerate(crops):
+                for channel in range(3):
+                    np.take(host[channel], crop[:, :, channel], out=values[index, channel], mode="clip")
+            return torch.from_numpy(values)
+        if table is None:
+            table = torch.from_numpy(self.processor.lookup_table().reshape(-1)).to(device)
+            self._tables = {**getattr(self, "_tables", {}), str(device): table}
+        batch = torch.from_numpy(np.ascontiguousarray(crops)).pin_memory().to(device, non_blocking=True)
+        index = batch.permute(0, 3, 1, 2).long() + torch.arange(0, 768, 256, device=device).view(1, 3, 1, 1)
+        return table[index].contiguous()
+
+    def predict(self, images: Any, top_k: int = 5, batch_size: int = 32, workers: int = 0
+                ) -> list[list[Prediction]]:
         """The `top_k` most likely classes of each image.
 
         Args:
             images: one image or a list of them: file paths (str or Path), PIL images, or numpy arrays
-                (HWC uint8, or what `EfficientFormerImageProcessor` accepts).
+                (HWC uint8, or what `EfficientFormerImageProcessor` accepts). A folder, a glob pattern or a
+                `.csv` list stands for its image files, in the order `predict_files` takes them (which also
+                returns their names and reports unreadable files instead of raising).
             top_k: classes per image (at most the number of labels).
             batch_size: images per forward pass.
+            workers: for file paths, decode them in this many processes ahead of the model (the same
+                numbers; 0 decodes in this process).
 
         Returns:
             One list of `Prediction(label, index, score)` per image, best first.
@@ -146,11 +181,61 @@ class ImageClassifier:
         """
         if top_k < 1 or batch_size < 1:
             raise InputError(f"top_k and batch_size must be positive, got top_k={top_k}, batch_size={batch_size}.")
-        items = [images] if _is_single(images) else list(images)
+        items = _expand_sources([images] if _is_single(images) else list(images))
+        if workers and items and all(isinstance(item, (str, os.PathLike)) for item in items):
+            from .bulk.runner import predict_paths
+
+            paths = [os.fspath(item) for item in items]
+            done = predict_paths(self, paths, top_k=top_k, batch_size=batch_size, workers=workers)
+            if done.failed:
+                raise InputError(done.failed[0][1])
+            return [predictions for _, predictions in done.predictions]
         results: list[list[Prediction]] = []
         for start in range(0, len(items), batch_size):
             results.extend(self.rank(self.logits(items[start:start + batch_size]), top_k))
         return results
+
+    def predict_files(self, sources: Any, top_k: int = 5, batch_size: int = 32, workers: int | None = None,
+                      output: str | os.PathLike | None = None, progress: bool = False, keep: bool = True,
+                      draft: bool = False):
+        """Classify every image file of `sources` (files, folders, glob patterns, `.csv` lists), in bulk:
+        worker processes decode ahead of the model, bad files are reported rather than raised, and with
+        `output` (`.jsonl` or `.csv`) each batch's records are appended as it is done, and a rerun skips the
+        images already there (`efficientformer.bulk`).
+
+        Args:
+            sources: one source or a list of them (see `efficientformer.bulk.sources`).
+            workers: decoding processes; None: one per core but one (none for a single batch); 0: here.
+                They are started with "spawn", which imports the calling script again: a script that uses
+                workers needs the usual `if __name__ == "__main__":` guard around its work.
+            output: results file to append to and resume from.
+            progress: report images/s on stderr (`efficientformer.bulk.progress`).
+            keep: keep this call's predictions in the result (False for millions of files with `output`).
+            draft: decode JPEGs at a reduced DCT scale that still covers the resize (much faster for photos
+                far larger than the model's input; not exact, see `efficientformer predict --draft`).
+
+        Returns:
+            `BulkResult`: `.predictions` [(path, [Prediction, ...])] of this call, `.failed` [(path, reason)]
+            (unreadable files and what the folder search skipped), `.already_done` (images found in `output`).
+
+        Raises:
+            InputError: no images at all, bad `top_k`/`batch_size`, an `output` that is not a results file or
+                was written with another `top_k`.
+        """
+        from .bulk.progress import Progress
+        from .bulk.runner import predict_paths
+        from .bulk.sources import expand_inputs
+
+        if top_k < 1 or batch_size < 1:
+            raise InputError(f"top_k and batch_size must be positive, got top_k={top_k}, batch_size={batch_size}.")
+        items = [sources] if isinstance(sources, (str, os.PathLike)) else list(sources)
+        paths, skipped = expand_inputs([os.fspath(item) for item in items])
+        if not paths:
+            raise InputError(f"no image files found in {items}; pass image files, folders, globs or .csv lists.")
+        result = predict_paths(self, paths, top_k=top_k, batch_size=batch_size, workers=workers, output=output,
+                               progress=Progress if progress else None, keep=keep, draft=draft)
+        result.failed = list(skipped) + result.failed
+        return result
 
     def rank(self, logits, top_k: int) -> list[list[Prediction]]:
         """Turn (B, num_labels) logits (a torch tensor or a numpy array) into the `top_k` records of each row."""
@@ -230,9 +315,9 @@ class OnnxImageClassifier(ImageClassifier):
             InputError: `device="cuda"` but this onnxruntime has no CUDA provider.
             MissingDependencyError: onnxruntime is not installed.
         """
-        from .config import EfficientFormerConfig
+        from .config import MODEL_TYPE_V2, EfficientFormerConfig
         from .errors import CheckpointError
-        from .deploy.metadata import check_metadata, decode, processor_for_size
+        from .deploy.metadata import check_metadata, decode, is_backbone, processor_for_size
         from .preprocessing.processor import EfficientFormerImageProcessor
 
         path = os.fspath(path)
@@ -254,10 +339,15 @@ class OnnxImageClassifier(ImageClassifier):
             raise CheckpointError(f"{path} is not a readable ONNX model ({str(err).splitlines()[0]}); re-export "
                                   "it with efficientformer export.") from None
         meta = decode(check_metadata(dict(session.get_modelmeta().custom_metadata_map), path))
-        if meta["model_class"] == "EfficientFormerModel":
+        if is_backbone(meta["model_class"]):
             raise CheckpointError(f"{path} holds a backbone without a classification head, so it cannot name "
                                   "classes; export a fine-tuned classifier instead.")
-        config = EfficientFormerConfig.from_dict(meta["config"])
+        if meta["config"].get("model_type") == MODEL_TYPE_V2:  # an EfficientFormerV2 export
+            from .config_v2 import EfficientFormerV2Config
+
+            config = EfficientFormerV2Config.from_dict(meta["config"])
+        else:
+            config = EfficientFormerConfig.from_dict(meta["config"])
         if meta["id2label"]:
             config.id2label = dict(meta["id2label"])
         # the file takes one image size only: the processor must produce exactly that size
@@ -267,8 +357,16 @@ class OnnxImageClassifier(ImageClassifier):
 
     def logits(self, images: Sequence[Any]) -> np.ndarray:
         """(B, num_labels) float32 logits (numpy) for a batch of images (paths, PIL images or arrays)."""
-        batch = np.ascontiguousarray(self.processor(list(images), return_tensors="np")["pixel_values"],
-                                     dtype=np.float32)
+        return self.logits_from_pixels(self.processor(list(images), return_tensors="np")["pixel_values"])
+
+    def pixels_from_8bit(self, crops: np.ndarray) -> np.ndarray:
+        """uint8 (B, H, W, 3) crops -> the processor's exact (B, 3, H, W) float32 `pixel_values` (numpy)."""
+        table = self.processor.lookup_table()
+        return np.ascontiguousarray(np.stack([table[c][crops[..., c]] for c in range(3)], axis=1))
+
+    def logits_from_pixels(self, pixel_values: np.ndarray) -> np.ndarray:
+        """(B, num_labels) float32 logits (numpy) for (B, 3, H, W) float32 `pixel_values`."""
+        batch = np.ascontiguousarray(pixel_values, dtype=np.float32)
         if self._batch is None:
             return self.session.run(None, {self._input: batch})[0]
         outputs = []
@@ -285,6 +383,34 @@ def _refuse_non_finite(rows: int, total: int) -> None:
     raise CheckpointError(f"the model gave NaN or infinite scores for {rows} of {total} images although their "
                           "pixels are finite: its weights overflow (the checkpoint is corrupt or training diverged); "
                           "use another checkpoint.")
+
+
+def _expand_sources(items: list) -> list:
+    """`items` with each folder, glob pattern or `.csv` list replaced by its image files (what the folder
+    search skipped is warned about)."""
+    from .bulk.sources import expand_inputs, is_list_file
+
+    out: list = []
+    for item in items:
+        if isinstance(item, (str, os.PathLike)):
+            name = os.fspath(item)
+            if os.path.isdir(name) or is_list_file(name) or (not os.path.lexists(name) and _has_magic(name)):
+                paths, skipped = expand_inputs([name])
+                if skipped:
+                    import warnings
+
+                    warnings.warn(f"{len(skipped)} entries of {name} are not classified, e.g. {skipped[0][0]}: "
+                                  f"{skipped[0][1]}; predict_files lists them all.", stacklevel=3)
+                out.extend(paths)
+                continue
+        out.append(item)
+    return out
+
+
+def _has_magic(name: str) -> bool:
+    import glob
+
+    return glob.has_magic(name)
 
 
 def _is_single(images: Any) -> bool:

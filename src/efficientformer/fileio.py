@@ -168,6 +168,64 @@ def write_with(path: str | os.PathLike, writer: Callable[[str], Any]) -> None:
         raise
 
 
+def append_whole(path: str | os.PathLike, data: bytes) -> None:
+    """Append `data` (whole records, ending in a newline) to `path` in one piece: one `write` call, then
+    fsync. A failed write (disk full) is cut off again, so the file ends after its last whole record; a
+    power cut during the write can leave a torn last line, which the reader cuts (`cut_torn_tail`). For
+    results files written batch by batch (`efficientformer predict --output`), where rewriting the whole
+    file per batch would cost as much as the job."""
+    path = Path(path)
+    with _translated(path):
+        if path.is_dir():
+            raise WriteError(f"cannot write {path}: it is a folder; give a file path.")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        try:
+            start = os.fstat(fd).st_size
+            try:
+                view = memoryview(data)
+                while view:  # one call for regular files; the loop only guards against short writes
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, start)
+                raise
+        finally:
+            os.close(fd)
+
+
+def cut_torn_tail(path: str | os.PathLike) -> int:
+    """Cut a last line without its newline off `path` (what a power cut during `append_whole` leaves);
+    returns the bytes removed (0 for a missing or whole file)."""
+    path = Path(path)
+    with _translated(path):
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            return 0
+        if size == 0:
+            return 0
+        with open(path, "rb+") as handle:
+            step, end = 1 << 16, size
+            while end > 0:
+                begin = max(0, end - step)
+                handle.seek(begin)
+                chunk = handle.read(end - begin)
+                if end == size and chunk.endswith(b"\n"):
+                    return 0
+                newline = chunk.rfind(b"\n")
+                if newline >= 0:
+                    keep = begin + newline + 1
+                    break
+                end = begin
+            else:
+                keep = 0
+            handle.truncate(keep)
+            os.fsync(handle.fileno())
+            return size - keep
+
+
 # ------------------------------------------------------------------------------------------- folders
 _RENAME_EXCHANGE = 2
 

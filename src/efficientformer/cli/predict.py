@@ -1,34 +1,39 @@
-"""Classify images with an EfficientFormer checkpoint and print the top classes of each.
+"""Classify images with an EfficientFormer checkpoint and print (or write) the top classes of each.
 
-Inputs are image files, folders and glob patterns. A file named on the command line is decoded whatever
-its name; folders are searched recursively (symbolic links followed, each real folder and file taken once,
-so a link loop classifies nothing twice) for files with an extension Pillow decodes (`image_suffixes()`:
-.jpg, .jfif, .png, .webp, .tif, ...); hidden entries (names starting with ".") are not searched, as a shell
-glob skips them. A glob's matches count as if named on the command line (a matched folder is searched,
-except under "**", which lists the folder's files itself).
+Inputs are image files, folders, glob patterns and `.csv` lists of image paths (`efficientformer.bulk.sources`:
+folders are searched recursively for the extensions Pillow decodes, each real file taken once; a file named
+directly is decoded whatever its name). Worker processes (`--workers`) decode and crop the next batches
+while the model runs; on a GPU the batches go through pinned memory with non-blocking copies.
+
+With `--output FILE.jsonl` (or `.csv`) each batch's records are appended to the file as one whole piece as
+soon as it is done, and rerunning the same command skips the images already in the file: a job killed
+halfway continues where it stopped, and every image ends up in the file exactly once. Under
+`torchrun --nproc-per-node N -m efficientformer predict ... --output FILE` the images are split across the
+processes (each appends to its own part file, merged into FILE at the end).
 
 Every input that is not classified is reported on stderr with the reason: a file with another extension
 (or none) found in a folder, a folder that cannot be read, a broken link, a file that is not an image,
 is truncated, or is larger than Pillow's decompression-bomb limit. The exit code is then 1, else 0.
-Results are printed batch by batch, so a failure later on loses nothing already printed.
+Progress (images/s) goes to stderr: redrawn on a terminal, a line every 10 s at most anywhere else.
 
 examples:
   efficientformer predict                      # the bundled Fashion-MNIST model on the bundled sample images
   efficientformer predict cat.jpg --model snap-research/efficientformer-l1-300
   efficientformer predict photos/ "more/*.png" --model efficientformer_l1_300d.pth --top-k 3
   efficientformer predict photos/ --model my-finetuned-folder --format csv > predictions.csv
+  efficientformer predict photos/ list.csv --output predictions.jsonl --workers 4   # rerun to resume
+  torchrun --nproc-per-node 8 -m efficientformer predict photos/ --device cuda --output predictions.jsonl
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
-import errno
-import glob
 import json
 import os
 import sys
 
+from ..bulk.sources import expand_inputs  # noqa: F401 - the folder search, named here since before bulk/
 from ..bundled import default_model_path, sample_images_path
 
 HELP = "classify images (files, folders, globs) and print the top classes"
@@ -41,8 +46,8 @@ BUNDLED_NOTE = ("the bundled demo model knows 10 Fashion-MNIST clothing classes 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="*", metavar="IMAGE",
-                        help="image files, folders or glob patterns (default: the sample images bundled with the "
-                             "package, Fashion-MNIST test images for the bundled model)")
+                        help="image files, folders, glob patterns or .csv lists of images (default: the sample "
+                             "images bundled with the package, Fashion-MNIST test images for the bundled model)")
     parser.add_argument("--model", "-m", default=None,
                         help="checkpoint: folder, hub id or weights file in the transformers, timm or original "
                              "layout (default: the model bundled with the package)")
@@ -50,132 +55,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", "-b", type=int, default=32, help="images per forward pass (default: 32)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available")
     parser.add_argument("--format", "-f", choices=("table", "json", "csv"), default="table",
-                        help="output format (default: table)")
-
-
-def expand_inputs(inputs: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
-    """(image paths in order, each real file once; [(input or path, reason)] for everything skipped).
-
-    Files named directly (or matched by a glob) are kept whatever their extension; folders give their image
-    files in sorted order and report their other files, unreadable sub-folders and broken links.
-    """
-    paths: list[str] = []
-    skipped: list[tuple[str, str]] = []
-    seen_files: set = set()
-    seen_dirs: set = set()
-
-    def add_file(path: str) -> None:
-        key = _identity(path)
-        if key not in seen_files:
-            seen_files.add(key)
-            paths.append(path)
-
-    def add_folder(folder: str) -> None:
-        found = _search_folder(folder, seen_dirs, skipped)
-        if found is not None and not found:
-            skipped.append((folder, "folder holds no image files"))
-        for path in sorted(found or ()):
-            add_file(path)
-
-    for item in inputs:
-        if os.path.isdir(item):
-            add_folder(item)
-        elif os.path.lexists(item):
-            add_file(item)
-        elif glob.has_magic(item):
-            # shallowest first: a file that "**" also reaches through a link loop is shown by its shortest path
-            matches = sorted(glob.glob(item, recursive=True), key=lambda m: (m.count(os.sep), m))
-            matched, known = False, {}
-            for match in matches:
-                if os.path.isdir(match):
-                    if "**" not in item:  # "**" lists the folder's files itself
-                        add_folder(match)
-                        matched = True
-                elif not _past_link_loop(match, known):
-                    add_file(match)  # once, even when an earlier input named it already
-                    matched = True
-            if not matched:
-                skipped.append((item, "pattern matches no files"))
-        else:
-            skipped.append((item, "no such file or folder"))
-    return paths, skipped
-
-
-def _past_link_loop(path: str, known: dict) -> bool:
-    """Whether `path` goes through one folder twice: "**" follows folder links, so a link loop gives every file
-    under it again and again (up to the system's limit of links); glob also returned its shortest path.
-    `known` caches the identity of each folder prefix."""
-    pieces = path.split(os.sep)
-    seen = set()
-    for i in range(1, len(pieces)):
-        prefix = os.sep.join(pieces[:i]) or os.sep
-        if prefix not in known:
-            try:
-                known[prefix] = _identity(prefix, strict=True)
-            except OSError as err:
-                known[prefix] = "loop" if err.errno == errno.ELOOP else None
-        key = known[prefix]
-        if key == "loop" or (key is not None and key in seen):
-            return True
-        seen.add(key)
-    return False
-
-
-def _identity(path: str, strict: bool = False):
-    """What makes two paths one file: device and inode (links, `..`, link loops), else the real path."""
-    try:
-        info = os.stat(path)
-        return info.st_dev, info.st_ino
-    except OSError:
-        if strict:
-            raise
-        return os.path.realpath(path)
-
-
-def _search_folder(folder: str, seen_dirs: set, skipped: list) -> list[str] | None:
-    """Image files under `folder` (links followed, each real folder once; None when it was searched already),
-    appending everything else found to `skipped`."""
-    from ..preprocessing.image_io import image_suffixes
-
-    found: list[str] = []
-    stack, first = [folder], True
-    while stack:
-        current = stack.pop()
-        key = _identity(current)
-        if key in seen_dirs:  # a link back up the tree, or a folder named twice
-            if first:
-                return None
-            continue
-        seen_dirs.add(key)
-        first = False
-        try:
-            with os.scandir(current) as listing:
-                entries = sorted(listing, key=lambda e: e.name)
-        except OSError as err:
-            skipped.append((current, f"folder cannot be read ({err.strerror or err})"))
-            continue
-        subfolders = []
-        for entry in entries:
-            if entry.name.startswith("."):
-                continue
-            try:
-                is_dir, is_file = entry.is_dir(), entry.is_file()
-            except OSError as err:  # a link loop (a -> a) or a folder we may not look into
-                skipped.append((entry.path, f"cannot be read ({err.strerror or err})"))
-                continue
-            if is_dir:
-                subfolders.append(entry.path)
-            elif is_file:
-                if os.path.splitext(entry.name)[1].lower() in image_suffixes():
-                    found.append(entry.path)
-                else:
-                    skipped.append((entry.path, "not an image file extension (name the file itself to try it)"))
-            elif entry.is_symlink():
-                skipped.append((entry.path, "broken symbolic link"))
-            else:
-                skipped.append((entry.path, "not a regular file"))
-        stack.extend(reversed(subfolders))
-    return found
+                        help="output format on stdout (default: table)")
+    parser.add_argument("--output", "-o", default=None, metavar="FILE.jsonl|FILE.csv",
+                        help="append each batch's records to this file as it is done, and skip the images "
+                             "already in it (rerun the same command to resume a killed job)")
+    parser.add_argument("--optimize", action="store_true",
+                        help="run the optimized network (efficientformer.deploy.optimize: on a GPU bfloat16, "
+                             "compiled, CUDA graphs; on the CPU the folded float32 network), for large jobs; "
+                             "not exact (bfloat16 logits within about 5e-3-7e-3: BENCHMARKS.md, Inference)")
+    parser.add_argument("--draft", action="store_true",
+                        help="decode JPEGs at the smallest DCT scale (1/2, 1/4, 1/8) that still covers the "
+                             "resize: 11x-14x faster for 4000x3000 photos and the same for 640x480 ones at the hub "
+                             "settings, not exact (8-bit values move by 0.3-0.9 levels on average, up to 25 at "
+                             "edges: BENCHMARKS.md)")
+    parser.add_argument("--workers", "-j", type=int, default=None,
+                        help="processes that decode images ahead of the model (default: one per core but one; "
+                             "0: decode in the main process)")
 
 
 class _Printer:
@@ -222,84 +117,89 @@ def _display_name(path: str, bundled: bool) -> str:
 def _progress(total: int):
     if total < PROGRESS_MIN_IMAGES:
         return None
-    try:
-        from tqdm import tqdm
-    except ImportError:  # progress is optional
-        return None
-    return tqdm(total=total, file=sys.stderr, unit="img", desc="predicting")
+    from ..bulk.progress import Progress
+
+    return Progress(total, "predicting")
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..bulk.runner import predict_paths
     from ..classifier import ImageClassifier
-    from ..preprocessing.image_io import open_image
     from ..errors import CheckpointError, InputError
     from . import require_positive
 
     require_positive(("--top-k", args.top_k), ("--batch-size", args.batch_size))
+    if args.workers is not None and args.workers < 0:
+        raise InputError(f"--workers must be 0 (decode in the main process) or more, got {args.workers}.")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and args.output is None:
+        raise InputError(f"{world} processes (torchrun) need --output FILE.jsonl or FILE.csv to write to; "
+                         "add it, or run one process.")
+    if args.output is not None:
+        from ..bulk.records import output_format
+
+        output_format(args.output)  # a bad name is refused before any model is read
     model = args.model
     if model is None:
         model = default_model_path()
         if not os.path.isdir(model):
             raise CheckpointError("no default model is bundled with this installation yet; pass --model with a "
                                   "folder, hub id or weights file, e.g. --model snap-research/efficientformer-l1-300.")
+    rank, device = 0, args.device
+    if world > 1:
+        from ..training.distributed import init_distributed
+
+        context = init_distributed(args.device or "auto")
+        rank, device = context.rank, str(context.device)
     paths, skipped = expand_inputs(args.inputs or [sample_images_path()])
     shown = {path: _display_name(path, bundled=not args.inputs) for path in paths}
     failed = 0
-    for item, reason in skipped:
+    for item, reason in skipped if rank == 0 else ():
         print(f"efficientformer predict: skipped {item}: {reason}", file=sys.stderr)
         failed += 1
-    if args.model is None:
+    if args.model is None and rank == 0:
         print(f"efficientformer predict: {BUNDLED_NOTE}", file=sys.stderr)
     if not paths:
         print("efficientformer predict: no images to classify", file=sys.stderr)
         return 1
-    classifier = ImageClassifier.from_pretrained(model, device=args.device)
-    bar = _progress(len(paths))
+    classifier = ImageClassifier.from_pretrained(model, device=device)
+    if args.optimize:
+        if classifier.model is None:
+            raise InputError("--optimize runs PyTorch checkpoints; an .onnx file runs as it was exported.")
+        from ..deploy.optimize import optimize
+
+        classifier.model = optimize(classifier.model, device=classifier.device)
+    bars: list = []  # the progress bar, made by the runner once it knows how many images are left
+
+    def progress(total: int):
+        bars.append(_progress(total) if rank == 0 else None)
+        return bars[-1]
 
     def write(line: str) -> None:
-        if bar is not None:
-            bar.write(line, file=sys.stdout)
+        if bars and bars[-1] is not None:
+            bars[-1].write(line, file=sys.stdout)
         else:
             print(line, flush=True)
 
-    printer = _Printer(args.format, max(len("image"), *(len(name) for name in shown.values())), write)
+    def failure(name: str, reason: str) -> None:
+        nonlocal failed
+        print(f"efficientformer predict: skipped {name}: {reason}", file=sys.stderr)
+        failed += 1
+
+    printer = None
+    if args.output is None:
+        printer = _Printer(args.format, max(len("image"), *(len(name) for name in shown.values())), write)
     try:
-        for start in range(0, len(paths), args.batch_size):
-            chunk = paths[start:start + args.batch_size]
-            opened, names = [], []
-            for path in chunk:
-                try:
-                    opened.append(open_image(path))
-                    names.append(path)
-                except InputError as err:
-                    print(f"efficientformer predict: skipped: {err}", file=sys.stderr)
-                    failed += 1
-            if opened:
-                try:
-                    ranked = classifier.rank(classifier.logits(opened), args.top_k)
-                except InputError:  # one image the processor refuses: classify the others one by one
-                    ranked = []
-                    for path, image in zip(names, opened):
-                        try:
-                            ranked.append(classifier.rank(classifier.logits([image]), args.top_k)[0])
-                        except InputError as err:
-                            print(f"efficientformer predict: skipped {path}: {err}", file=sys.stderr)
-                            failed += 1
-                            ranked.append(None)
-                except (ValueError, RuntimeError) as err:
-                    print(f"efficientformer predict: batch of {len(opened)} images from {names[0]} failed: {err}",
-                          file=sys.stderr)
-                    failed += len(opened)
-                    ranked = []
-                for path, predictions in zip(names, ranked):
-                    if predictions is not None:
-                        printer.add(shown[path], predictions)
-            if bar is not None:
-                bar.update(len(chunk))
+        result = predict_paths(classifier, paths, top_k=args.top_k, batch_size=args.batch_size,
+                               workers=args.workers, output=args.output, names=shown, progress=progress,
+                               on_result=printer.add if printer is not None else None, on_failure=failure,
+                               keep=False, draft=args.draft)
     finally:
-        if bar is not None:
-            bar.close()
-        printer.close()
+        if printer is not None:
+            printer.close()
+    if args.output is not None and rank == 0:
+        print(f"efficientformer predict: {args.output}: {result.already_done} of {len(paths)} image(s) were there "
+              "already, the others done now" + (f" by {world} processes" if world > 1 else ""), file=sys.stderr)
     if failed:
         print(f"efficientformer predict: {failed} input(s) could not be classified", file=sys.stderr)
     return 1 if failed else 0

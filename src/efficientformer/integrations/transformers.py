@@ -9,10 +9,14 @@
   `PreTrainedModel`s that hold our modules under the same state-dict names (`efficientformer.*`, `classifier.*`,
   `distillation_classifier.*`), so released checkpoints and folders written by this library load unchanged, and
   folders they write load in our classes;
-- `EfficientFormerImageProcessor`: a `BaseImageProcessor` around our processor (same results, same file).
+- `EfficientFormerImageProcessor`: a `BaseImageProcessor` around our processor (same results, same file);
+- the same for EfficientFormerV2, `model_type="efficientformer_v2"` (transformers never had it):
+  `EfficientFormerV2Config`, `EfficientFormerV2Model`, `EfficientFormerV2ForImageClassification`,
+  `EfficientFormerV2ForImageClassificationWithTeacher`.
 
-With transformers 4.x, whose own EfficientFormer classes own the type, `register()` changes nothing and returns
-False. Importing this module needs transformers; `import efficientformer` never imports it.
+With transformers 4.x, whose own EfficientFormer classes own "efficientformer", `register()` leaves that type
+alone (and returns False; it still registers "efficientformer_v2"), and the wrappers still train with its
+`Trainer`. Importing this module needs transformers; `import efficientformer` never imports it.
 
     >>> from efficientformer.integrations import register
     >>> register()  # True with transformers 5
@@ -31,13 +35,16 @@ from transformers import PreTrainedModel
 from transformers.image_processing_utils import BaseImageProcessor
 
 from .. import config as _config
+from ..config_v2 import EfficientFormerV2Config as _EfficientFormerV2Config
 from ..constants import BASE_PREFIX
 from ..models.pytorch import models as _ours
+from ..models.pytorch import models_v2 as _ours_v2
 from ..preprocessing.processor import EfficientFormerImageProcessor as _OurProcessor
 
 logger = logging.getLogger("efficientformer")
 
 MODEL_TYPE = _config.MODEL_TYPE
+TRANSFORMERS_5 = int(transformers.__version__.split(".")[0]) >= 5
 _PreTrainedConfig = getattr(transformers, "PreTrainedConfig", None) or transformers.PretrainedConfig
 # the WithTeacher output's extra tensors: Trainer.predict leaves them out, so predictions are the (N, labels) logits
 _INFERENCE_IGNORED = ["cls_logits", "distillation_logits", "hidden_states", "attentions"]
@@ -49,18 +56,18 @@ def _field(default: Any) -> Any:
     return dataclasses.field(default_factory=lambda: copy.deepcopy(default))
 
 
-def _config_namespace() -> dict[str, Any]:
-    fields = {name: _field(value) for name, value in _config._DEFAULTS.items()}
-    fields["hidden_size"] = None
-    namespace: dict[str, Any] = {"__annotations__": {name: Any for name in fields}, **fields}
-    namespace.update(model_type=MODEL_TYPE, keys_to_ignore_at_inference=list(_INFERENCE_IGNORED),
-                     __module__=__name__)
-    return namespace
+def _derived(ours: type) -> tuple[str, ...]:
+    """The fields our config derives from others (V1: `hidden_size`, which transformers 4's classes read)."""
+    return ("hidden_size",) if ours is _config.EfficientFormerConfig else ()
+
+
+def _complete(self) -> None:
+    if getattr(self, "hidden_size", "") is None and self.hidden_sizes:
+        self.hidden_size = self.hidden_sizes[-1]
 
 
 def _post_init(self, **kwargs: Any) -> None:
-    if self.hidden_size is None and self.hidden_sizes:
-        self.hidden_size = self.hidden_sizes[-1]
+    _complete(self)
     _PreTrainedConfig.__post_init__(self, **kwargs)
     if self.architectures is None:  # the Auto classes read it to choose between the two heads
         self.architectures = []
@@ -72,20 +79,20 @@ def _init_v4(self, **kwargs: Any) -> None:
     `__post_init__`): ours first, then the base's, then the same completion and checks as `_post_init`. The
     wrappers then work with transformers 4's Trainer too, and `hidden_size` is written to `config.json`, where
     transformers 4's own WithTeacher class reads it."""
-    for name, default in _config._DEFAULTS.items():
+    for name, default in self._ours._defaults.items():
         setattr(self, name, kwargs.pop(name, copy.deepcopy(default)))
-    self.hidden_size = kwargs.pop("hidden_size", None)
+    for name in _derived(self._ours):
+        setattr(self, name, kwargs.pop(name, None))
     _PreTrainedConfig.__init__(self, **kwargs)
-    if self.hidden_size is None and self.hidden_sizes:
-        self.hidden_size = self.hidden_sizes[-1]
+    _complete(self)
     self.to_efficientformer()
 
 
-def _to_efficientformer(self) -> _config.EfficientFormerConfig:
-    """Our `EfficientFormerConfig` with the same architecture, labels and problem type."""
-    fields = {name: copy.deepcopy(getattr(self, name)) for name in _config._DEFAULTS}
-    return _config.EfficientFormerConfig(**fields, hidden_size=self.hidden_size, id2label=dict(self.id2label),
-                                         problem_type=self.problem_type)
+def _to_efficientformer(self) -> _config.LabelledConfig:
+    """Our config (`EfficientFormerConfig` or `EfficientFormerV2Config`) with the same architecture, labels and
+    problem type."""
+    fields = {name: copy.deepcopy(getattr(self, name)) for name in (*self._ours._defaults, *_derived(self._ours))}
+    return self._ours(**fields, id2label=dict(self.id2label), problem_type=self.problem_type)
 
 
 def _to_dict(self) -> dict[str, Any]:
@@ -96,21 +103,31 @@ def _to_dict(self) -> dict[str, Any]:
     return data
 
 
-def _from_efficientformer(cls, config: _config.EfficientFormerConfig) -> _PreTrainedConfig:
+def _from_efficientformer(cls, config: _config.LabelledConfig) -> _PreTrainedConfig:
     """The transformers config of one of ours (the fields of its `config.json`)."""
     data = {k: v for k, v in config.to_dict().items() if k not in ("model_type", "label2id", "architectures")}
     data["id2label"] = {int(k): v for k, v in data["id2label"].items()}
     return cls(**data)
 
 
-_config_namespace_dict = _config_namespace()
-_config_namespace_dict.update(__post_init__=_post_init, to_efficientformer=_to_efficientformer, to_dict=_to_dict,
-                              from_efficientformer=classmethod(_from_efficientformer),
-                              __doc__="transformers' view of `efficientformer.EfficientFormerConfig`: the same "
-                                      "fields and `config.json`, `model_type` \"efficientformer\".")
-if not dataclasses.is_dataclass(_PreTrainedConfig):
-    _config_namespace_dict["__init__"] = _init_v4
-EfficientFormerConfig = type("EfficientFormerConfig", (_PreTrainedConfig,), _config_namespace_dict)
+def _config_class(ours: type, name: str) -> type:
+    """transformers' config class for one of ours: the same fields (as dataclass fields on transformers 5,
+    plain defaults set in `__init__` on 4), its `model_type`, conversions both ways."""
+    fields = {field: _field(value) for field, value in ours._defaults.items()}
+    fields.update({field: None for field in _derived(ours)})
+    namespace: dict[str, Any] = {"__annotations__": {field: Any for field in fields}, **fields}
+    namespace.update(model_type=ours.model_type, keys_to_ignore_at_inference=list(_INFERENCE_IGNORED),
+                     __module__=__name__, _ours=ours, __post_init__=_post_init, to_efficientformer=_to_efficientformer,
+                     to_dict=_to_dict, from_efficientformer=classmethod(_from_efficientformer),
+                     __doc__=f"transformers' view of `efficientformer.{ours.__name__}`: the same fields and "
+                             f"`config.json`, `model_type` \"{ours.model_type}\".")
+    if not dataclasses.is_dataclass(_PreTrainedConfig):
+        namespace["__init__"] = _init_v4
+    return type(name, (_PreTrainedConfig,), namespace)
+
+
+EfficientFormerConfig = _config_class(_config.EfficientFormerConfig, "EfficientFormerConfig")
+EfficientFormerV2Config = _config_class(_EfficientFormerV2Config, "EfficientFormerV2Config")
 
 
 class EfficientFormerPreTrainedModel(PreTrainedModel):
@@ -139,6 +156,17 @@ class EfficientFormerPreTrainedModel(PreTrainedModel):
 
     def _init_weights(self, module: Any) -> None:
         self._inner._init_weights(module)
+
+    @classmethod
+    def from_pretrained(cls, *args: Any, **kwargs: Any):
+        """transformers' `from_pretrained`, then the index buffers that no checkpoint holds (EfficientFormerV2's
+        bias gathers) rebuilt: transformers builds the model on the meta device and fills saved tensors only."""
+        loaded = super().from_pretrained(*args, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded
+        for module in model.modules():
+            if hasattr(module, "rebuild_index"):
+                module.rebuild_index()
+        return loaded
 
     @property
     def efficientformer_model(self) -> _ours.EfficientFormerPreTrainedModel:
@@ -170,6 +198,40 @@ class EfficientFormerForImageClassificationWithTeacher(EfficientFormerPreTrained
     """Backbone + class and distillation heads as a transformers `PreTrainedModel`; `logits` is their mean."""
 
     _our_class = _ours.EfficientFormerForImageClassificationWithTeacher
+
+
+class EfficientFormerV2PreTrainedModel(EfficientFormerPreTrainedModel):
+    """The V2 wrappers' base: the V2 config, our V2 classes inside."""
+
+    config_class = EfficientFormerV2Config
+
+
+class EfficientFormerV2Model(EfficientFormerV2PreTrainedModel):
+    """The EfficientFormerV2 backbone (`last_hidden_state`: the normalized map) as a transformers `PreTrainedModel`."""
+
+    _our_class = _ours_v2.EfficientFormerV2Model
+
+
+class EfficientFormerV2ForImageClassification(EfficientFormerV2PreTrainedModel):
+    """EfficientFormerV2 with one linear head as a transformers `PreTrainedModel`."""
+
+    _our_class = _ours_v2.EfficientFormerV2ForImageClassification
+
+
+class EfficientFormerV2ForImageClassificationWithTeacher(EfficientFormerV2PreTrainedModel):
+    """EfficientFormerV2 with class and distillation heads as a transformers `PreTrainedModel`; `logits` is their mean."""
+
+    _our_class = _ours_v2.EfficientFormerV2ForImageClassificationWithTeacher
+
+
+# each model_type with its config and (backbone, single head, two heads) wrappers
+_FAMILIES = {
+    EfficientFormerConfig.model_type: (EfficientFormerConfig, EfficientFormerModel, EfficientFormerForImageClassification,
+                                       EfficientFormerForImageClassificationWithTeacher),
+    EfficientFormerV2Config.model_type: (EfficientFormerV2Config, EfficientFormerV2Model,
+                                         EfficientFormerV2ForImageClassification,
+                                         EfficientFormerV2ForImageClassificationWithTeacher),
+}
 
 
 class EfficientFormerImageProcessor(BaseImageProcessor):
@@ -214,48 +276,56 @@ class EfficientFormerImageProcessor(BaseImageProcessor):
         return data
 
 
-def type_is_free() -> bool:
-    """Whether transformers has no `model_type` "efficientformer" of its own (transformers 5), or ours holds it."""
+def type_is_free(model_type: str = MODEL_TYPE) -> bool:
+    """Whether transformers has no `model_type` of its own by that name ("efficientformer": transformers 5;
+    "efficientformer_v2": every version), or ours holds it."""
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
     try:
-        owner = CONFIG_MAPPING[MODEL_TYPE]
+        owner = CONFIG_MAPPING[model_type]
     except KeyError:
         return True
-    return owner is EfficientFormerConfig
+    return owner is _FAMILIES[model_type][0]
 
 
 def register() -> bool:
-    """Register our wrappers with transformers' Auto classes for model_type "efficientformer" where that type is
-    free (transformers 5); returns whether they are registered (False with transformers 4.x, which owns the type).
+    """Register our wrappers with transformers' Auto classes for the model types "efficientformer" and
+    "efficientformer_v2" where transformers has none of its own; returns whether "efficientformer" is ours
+    (False with transformers 4.x, which owns it; "efficientformer_v2" is registered there too).
 
     Afterwards `AutoModelForImageClassification.from_pretrained(folder_or_hub_id)`, `AutoImageProcessor`,
     `pipeline("image-classification", model=...)` and `Trainer` work on released checkpoints and our folders.
-    The "efficientformer_v2" type follows once that family exists in this library. Calling it again is harmless.
+    Calling it again is harmless.
     """
     from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForImageClassification
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
-    if not type_is_free():
-        logger.info("transformers %s has its own EfficientFormer classes; our classes are not registered with it "
-                    "(they work as before without transformers' Auto API).", transformers.__version__)
-        return False
-    if MODEL_TYPE in CONFIG_MAPPING:  # registered before: nothing to do
-        return True
-    AutoConfig.register(MODEL_TYPE, EfficientFormerConfig)
-    AutoModel.register(EfficientFormerConfig, EfficientFormerModel)
-    # both heads, as transformers 4 mapped them: config.architectures picks one (the released checkpoints are WithTeacher)
-    AutoModelForImageClassification.register(
-        EfficientFormerConfig, (EfficientFormerForImageClassification, EfficientFormerForImageClassificationWithTeacher))
-    AutoImageProcessor.register(EfficientFormerConfig,
-                                image_processor_classes={"pil": EfficientFormerImageProcessor,
-                                                         "torchvision": EfficientFormerImageProcessor})
-    logger.info("registered EfficientFormer with transformers %s's Auto classes.", transformers.__version__)
-    return True
+    for model_type, (config, backbone, single, teacher) in _FAMILIES.items():
+        if not type_is_free(model_type):
+            logger.info("transformers %s has its own %s classes; ours are not registered with it (they work as "
+                        "before without transformers' Auto API).", transformers.__version__, model_type)
+            continue
+        if model_type in CONFIG_MAPPING:  # registered before: nothing to do
+            continue
+        AutoConfig.register(model_type, config)
+        AutoModel.register(config, backbone)
+        if TRANSFORMERS_5:
+            # both heads, as transformers 4 mapped them: config.architectures picks one (the released
+            # checkpoints are WithTeacher)
+            AutoModelForImageClassification.register(config, (single, teacher))
+            AutoImageProcessor.register(config, image_processor_classes={"pil": EfficientFormerImageProcessor,
+                                                                         "torchvision": EfficientFormerImageProcessor})
+        else:  # transformers 4 (for "efficientformer_v2"): one class per Auto class, a "slow" processor
+            AutoModelForImageClassification.register(config, teacher)
+            AutoImageProcessor.register(config, slow_image_processor_class=EfficientFormerImageProcessor)
+        logger.info("registered %s with transformers %s's Auto classes.", model_type, transformers.__version__)
+    return type_is_free(MODEL_TYPE)
 
 
 __all__ = [
     "EfficientFormerConfig", "EfficientFormerPreTrainedModel", "EfficientFormerModel",
     "EfficientFormerForImageClassification", "EfficientFormerForImageClassificationWithTeacher",
-    "EfficientFormerImageProcessor", "register", "type_is_free",
+    "EfficientFormerImageProcessor", "register", "type_is_free", "EfficientFormerV2Config",
+    "EfficientFormerV2PreTrainedModel", "EfficientFormerV2Model", "EfficientFormerV2ForImageClassification",
+    "EfficientFormerV2ForImageClassificationWithTeacher",
 ]

@@ -19,6 +19,8 @@ The order of the passes is Pillow's: horizontal first, except that Pillow 13 and
 first when the height shrinks by more than twice as many pixels as the width (`ImagingResampleInner`).
 Filters: bicubic, bilinear and box, whose weights are plain arithmetic and come out identical in numpy
 (lanczos and hamming call `sin`, whose last bit may differ between C libraries; they stay with Pillow).
+A photo whose needed region fits one strip runs both passes in float32 instead (`exact32`: an error bound,
+and the few samples within it of a rounding edge recomputed exactly), with the same bytes.
 On first use a small comparison with the installed Pillow (both pass orders, every filter) decides whether
 this module is used at all, so a future Pillow that computes differently only makes resizing slower again.
 """
@@ -154,7 +156,12 @@ def _plan(in_w: int, in_h: int, out_w: int, out_h: int, box: tuple[int, int, int
     horizontal = _bands(x_first, x_count, x_weights, cols[0])
     vertical = [(a, b, i, j, np.ascontiguousarray(w.T)) for a, b, i, j, w in _bands(y_first, y_count, y_weights,
                                                                                      rows[0])]
-    plan = rows, cols, horizontal, vertical
+    from . import exact32
+
+    pair = (exact32.Axis(x_first, x_count, x_weights, horizontal, cols[0], PRECISION_BITS),
+            exact32.Axis(y_first, y_count, y_weights, vertical, rows[0], PRECISION_BITS))
+    fast = pair if max(pair[0].eps, pair[1].eps) <= exact32.MAX_EPS else None
+    plan = rows, cols, horizontal, vertical, fast
     if sum(w.size for *_, w in horizontal + vertical) <= _PLAN_CACHE_MAX:  # large plans are not kept around
         with _PLANS_LOCK:
             if len(_PLANS) >= 64:
@@ -227,17 +234,35 @@ def resize_crop(pixels, out_w: int, out_h: int, resample: int, box: tuple[int, i
         height, width = pixels.shape[:2]
     else:
         width, height = pixels.size
-    (r0, r1), (c0, c1), horizontal, vertical = _plan(width, height, out_w, out_h, box, resample)
+    (r0, r1), (c0, c1), horizontal, vertical, fast = _plan(width, height, out_w, out_h, box, resample)
+    keep = None  # what keeps a zero-copy view of a PIL image's memory alive
     if isinstance(pixels, np.ndarray):
         region = pixels[r0:r1, c0:c1]
     else:
-        region = np.asarray(pixels.crop((c0, r0, c1, r1)))
+        from .image_io import pixel_view
+
+        shared = pixel_view(pixels)
+        if shared is not None:
+            keep, region = shared[1], shared[0][r0:r1, c0:c1]
+        else:
+            region = np.asarray(pixels.crop((c0, r0, c1, r1)))
     gray = region.ndim == 2
     region = region[:, :, None] if gray else region
     channels = region.shape[2]
     crop_w, crop_h = box[2] - box[0], box[3] - box[1]
     rows, cols = r1 - r0, c1 - c0
-    if vertical_first(width, height, out_w, out_h):
+    if fast is not None and rows * cols * channels <= STRIP_ELEMENTS:  # a photo: float32, exact (exact32)
+        from . import exact32
+
+        if vertical_first(width, height, out_w, out_h):
+            middle = exact32.vertical(exact32.to_float32(region, "source").reshape(rows, -1), fast[1])
+            planes = exact32.to_float32(middle.reshape(crop_h, cols, channels).transpose(0, 2, 1), "planes")
+            out = exact32.horizontal(planes.reshape(-1, cols), fast[0])  # (crop_h*C, crop_w)
+        else:
+            planes = exact32.planes_float32(region).reshape(-1, cols)
+            middle = exact32.horizontal(planes, fast[0]).reshape(rows, channels * crop_w)
+            out = exact32.vertical(middle, fast[1])  # (crop_h, C*crop_w)
+    elif vertical_first(width, height, out_w, out_h):
         # vertical pass on rows of (column, channel) samples, then horizontal on rows of (row, channel)
         step = max(1, STRIP_ELEMENTS // (rows * channels))  # columns per strip
         if step >= cols:
@@ -263,5 +288,6 @@ def resize_crop(pixels, out_w: int, out_h: int, resample: int, box: tuple[int, i
                 middle[r * channels:(r + strip.shape[0]) * channels] = _horizontal(planes, horizontal)
             middle = middle.reshape(rows, channels * crop_w)
         out = _vertical(middle, vertical)  # (crop_h, C*crop_w)
+    del keep  # the region was copied: the image's memory may go
     result = out.astype(np.uint8).reshape(crop_h, channels, crop_w).transpose(0, 2, 1)
     return result[:, :, 0] if gray else result

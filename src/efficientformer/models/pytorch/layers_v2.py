@@ -82,8 +82,15 @@ class _BiasTable(nn.Module):
         self.resolution, self.query_stride = plan.grid, plan.query_stride
         self.attention_biases = nn.Parameter(torch.zeros(plan.table_shape))
         # the gather of the trained grid, rebuilt with the module (never saved: no checkpoint layout needs it)
-        index = offset_index(plan.grid, plan.grid, TORCH_OPS, self.attention_biases, plan.query_stride)
-        self.register_buffer("bias_index", index, persistent=False)
+        self.register_buffer("bias_index", self._index(), persistent=False)
+
+    def _index(self) -> torch.Tensor:
+        return offset_index(self.resolution, self.resolution, TORCH_OPS, self.attention_biases, self.query_stride)
+
+    def rebuild_index(self) -> None:
+        """Recompute `bias_index` in place, for loaders that build modules on the meta device and fill only
+        saved tensors (transformers' `from_pretrained`)."""
+        self.bias_index = self._index().to(self.attention_biases.device)
 
     def bias(self, grid: tuple[int, int]) -> torch.Tensor:
         """(heads, Nq, N) additive bias for a key grid (H, W): the stored table at the trained grid, else

@@ -1,0 +1,156 @@
+"""Decoding and preprocessing image files in worker processes, ahead of the model.
+
+Each batch of paths is cut into pieces that worker processes decode, resize and crop
+(`EfficientFormerImageProcessor.crop_8bit`): they send back uint8 crops, 4x fewer bytes than float32
+`pixel_values`, which the model's side turns into exactly the processor's values through its lookup table
+(`lookup_table`; on the GPU after a pinned, non-blocking copy: `ImageClassifier.pixels_from_8bit`).
+Batches come out in input order and each holds the same images as the serial path (`workers=0`, everything
+in this process), so the results are identical; up to PREFETCH_BATCHES batches are in flight, so decoding
+the next batches overlaps the model's work on this one.
+
+Worker processes are started with "spawn" (never forked from a process running PyTorch's threads) and with
+one BLAS / OpenMP thread each, so N workers use N cores.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from ..errors import InputError
+
+PREFETCH_BATCHES = 3  # batches decoded ahead of the model
+PIECE_IMAGES = 16  # most images one worker task holds
+_ONE_THREAD = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+@dataclass
+class Batch:
+    """One batch, decoded: the names of the images that worked, their uint8 crops (N, H, W, 3) (None when
+    none worked), and (name, reason) for the others."""
+
+    names: list[str]
+    crops: np.ndarray | None
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+
+def prepare(paths: Sequence[str], processor, draft: bool = False) -> Batch:
+    """Decode and crop `paths` in this process (what each worker task runs); `draft` decodes JPEGs at a
+    reduced DCT scale that still covers the resize (`image_io.open_image`): faster, not exact."""
+    from ..preprocessing.image_io import open_image
+
+    names, crops, failed = [], [], []
+    for path in paths:
+        try:
+            crop = processor.crop_8bit(open_image(path, draft=processor.draft_size) if draft else path)
+        except InputError as err:
+            failed.append((path, str(err)))
+            continue
+        if crops and crop.shape != crops[0].shape:
+            failed.append((path, f"it preprocesses to {crop.shape[:2]} pixels, not {crops[0].shape[:2]} as the "
+                                 "batch's first image; set a crop size (do_center_crop) in the processor"))
+            continue
+        names.append(path)
+        crops.append(crop)
+    return Batch(names, np.stack(crops) if crops else None, failed)
+
+
+def _join(pieces: list[Batch]) -> Batch:
+    """One batch from its pieces, as `prepare` would have made it from all of its paths at once."""
+    arrays = [p.crops for p in pieces if p.crops is not None]
+    if len({a.shape[1:] for a in arrays}) <= 1:
+        crops = (arrays[0] if len(arrays) == 1 else np.concatenate(arrays)) if arrays else None
+        return Batch([n for p in pieces for n in p.names], crops, [f for p in pieces for f in p.failed])
+    first = arrays[0].shape[1:]  # pieces of different crop sizes: image by image against the first
+    names, kept, failed = [], [], [f for p in pieces for f in p.failed]
+    for piece in pieces:
+        for name, crop in zip(piece.names, piece.crops if piece.crops is not None else ()):
+            if crop.shape == first:
+                names.append(name)
+                kept.append(crop)
+            else:
+                failed.append((name, f"it preprocesses to {crop.shape[:2]} pixels, not {first[:2]} as the batch's "
+                                     "first image; set a crop size (do_center_crop) in the processor"))
+    return Batch(names, np.stack(kept), failed)
+
+
+_PROCESSOR: Any = None  # (processor, draft) of this worker process
+
+
+def _start_worker(processor, draft: bool) -> None:
+    global _PROCESSOR
+    _PROCESSOR = (processor, draft)
+
+
+def _work(paths: list[str]) -> Batch:
+    return prepare(paths, *_PROCESSOR)
+
+
+def default_workers(images: int, batch_size: int) -> int:
+    """Worker processes when none are asked for: none for a single batch (starting one costs more than it
+    saves), else one per usable core but one (the main process runs the model), at least 1 and at most 16.
+    On 2 CPU cores one worker beat none for L1 (BENCHMARKS.md, "End to end"); a short job may not pay back
+    the second or so a worker takes to start."""
+    if images <= batch_size:
+        return 0
+    from ..preprocessing.resize import usable_cores
+
+    return max(1, min(16, usable_cores() - 1))
+
+
+def batches(paths: Sequence[str], batch_size: int, processor, workers: int = 0,
+            draft: bool = False) -> Iterator[Batch]:
+    """The decoded batches of `paths[i:i + batch_size]`, in order, decoded by `workers` processes (0: here);
+    `draft` as for `prepare`.
+
+    Raises:
+        InputError: workers below 0.
+    """
+    if workers < 0:
+        raise InputError(f"--workers must be 0 (decode in the main process) or more, got {workers}.")
+    slices = [list(paths[i:i + batch_size]) for i in range(0, len(paths), batch_size)]
+    if workers == 0 or not slices:
+        for chunk in slices:
+            yield prepare(chunk, processor, draft)
+        return
+    import multiprocessing
+
+    saved = {name: os.environ.get(name) for name in _ONE_THREAD}
+    os.environ.update({name: "1" for name in _ONE_THREAD})  # read by the children's BLAS at start-up
+    try:
+        pool = multiprocessing.get_context("spawn").Pool(workers, initializer=_start_worker,
+                                                         initargs=(processor, draft))
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+    piece = max(1, min(PIECE_IMAGES, math.ceil(batch_size / workers)))
+    pending: deque = deque()
+    upcoming = iter(slices)
+
+    def submit() -> bool:
+        chunk = next(upcoming, None)
+        if chunk is None:
+            return False
+        pending.append([pool.apply_async(_work, (chunk[i:i + piece],)) for i in range(0, len(chunk), piece)])
+        return True
+
+    try:
+        for _ in range(PREFETCH_BATCHES):
+            if not submit():
+                break
+        while pending:
+            results = pending.popleft()
+            submit()
+            yield _join([result.get() for result in results])
+        pool.close()
+    finally:
+        pool.terminate()
+        pool.join()
