@@ -4,7 +4,8 @@ network with the same weights, in the same process.
 `run_benchmark(...)` builds our `EfficientFormerForImageClassificationWithTeacher` (random but
 realistic weights: BatchNorm statistics, layer scales and biases all non-trivial, or a checkpoint),
 copies the weights into `timm.create_model("efficientformer_lX")` through `efficientformer.checkpoints.keys`
-(timm's LayerNorm eps is set to the config's so both compute the same function), checks that every
+(timm's LayerNorm eps is set to the config's so both compute the same function; for EfficientFormerV2,
+`"s0"` ..., into timm's `EfficientFormerV2` of the same shape through `checkpoints.keys_v2`), checks that every
 mode's logits agree with our float32 eager model, then times each mode:
 
 - latency: median time of one batch-1 call (ms), from CUDA events on a GPU, a monotonic clock on CPU;
@@ -113,12 +114,33 @@ def _timm_name(model: nn.Module) -> str | None:
                  and v.num_meta3d_blocks == config.num_meta3d_blocks), None)
 
 
-def timm_unavailable(model: nn.Module) -> str | None:
-    """Why timm cannot run the same network as `model` here (one sentence), or None when it can."""
+def _is_v2(model: nn.Module) -> bool:
+    from .deploy.fold_v2 import is_v2
+
+    return is_v2(model)
+
+
+def _timm_v2_error(model: nn.Module, image_size: int | None = None) -> str | None:
+    """Why timm's `EfficientFormerV2` cannot be `model`'s twin (one sentence, without its full stop), or None."""
+    from .checkpoints.conversion_v2 import timm_support_error_v2
+
+    config = model.config
+    if image_size is not None and image_size != config.image_size:
+        return (f"timm's EfficientFormerV2 runs only at the size its attention biases were built for "
+                f"({config.image_size}), not {image_size}; pass --image-size {config.image_size} or --compare none")
+    reason = timm_support_error_v2(config, model.state_dict())
+    return reason.rstrip(".") if reason else None
+
+
+def timm_unavailable(model: nn.Module, image_size: int | None = None) -> str | None:
+    """Why timm cannot run the same network as `model` here (at `image_size`, when given; one sentence), or
+    None when it can."""
     import importlib.util
 
     if importlib.util.find_spec("timm") is None:
         return "timm is not installed"
+    if _is_v2(model):
+        return _timm_v2_error(model, image_size)
     if _timm_name(model) is None:
         return "timm has only the L1, L3 and L7 shapes"
     if not hasattr(model, DISTILLATION_HEAD):
@@ -127,9 +149,10 @@ def timm_unavailable(model: nn.Module) -> str | None:
 
 
 def timm_twin(model: nn.Module) -> nn.Module:
-    """timm's EfficientFormer with exactly our model's weights (eval, fp32, CPU).
+    """timm's EfficientFormer (or EfficientFormerV2, for a V2 model) with exactly our model's weights (eval,
+    fp32, CPU).
 
-    Needs a standard shape (L1, L3 or L7 widths and depths) and the WithTeacher heads; timm's LayerNorm
+    V1 needs a standard shape (L1, L3 or L7 widths and depths) and the WithTeacher heads; timm's LayerNorm
     eps is set to ours (transformers uses 1e-12, timm 1e-5).
     """
     try:
@@ -140,6 +163,8 @@ def timm_twin(model: nn.Module) -> nn.Module:
     from .checkpoints.keys import Layout, convert_state_dict
 
     config = model.config
+    if _is_v2(model):
+        return _timm_twin_v2(timm, model)
     name = _timm_name(model)
     if name is None:
         raise ConfigError("timm has only the L1, L3 and L7 shapes; compare a preset-shaped model or pass --compare none.")
@@ -151,6 +176,26 @@ def timm_twin(model: nn.Module) -> nn.Module:
     for module in twin.modules():
         if isinstance(module, nn.LayerNorm):
             module.eps = config.layer_norm_eps
+    return twin.eval()
+
+
+def _timm_twin_v2(timm, model: nn.Module) -> nn.Module:
+    """timm's `EfficientFormerV2` of `model`'s shape (`efficientformerv2_s0` with every shape argument given)
+    holding its weights, renamed through the V2 key table (`checkpoints.keys_v2`)."""
+    from .checkpoints.keys_v2 import convert_state_dict_v2
+
+    reason = _timm_v2_error(model)
+    if reason:
+        raise ConfigError(reason + ".")
+    config = model.config
+    twin = timm.create_model("efficientformerv2_s0", pretrained=False, depths=tuple(config.depths),
+                             embed_dims=tuple(config.hidden_sizes), num_vit=config.num_attention_blocks,
+                             mlp_ratios=tuple(tuple(r) for r in config.mlp_ratios), num_classes=config.num_labels,
+                             distillation=hasattr(model, DISTILLATION_HEAD), img_size=config.image_size,
+                             in_chans=config.num_channels, norm_eps=config.batch_norm_eps,
+                             layer_scale_init_value=config.layer_scale_init_value if config.use_layer_scale else None)
+    state = convert_state_dict_v2(dict(model.state_dict()), "transformers", "timm")
+    twin.load_state_dict(state, strict=True)
     return twin.eval()
 
 
@@ -367,7 +412,7 @@ def run_benchmark(model: str | nn.Module = "l1", *, device: str = "cpu", batch_s
         raise InputError(f"--compare {compare!r} is not supported; use auto, timm or none.")
     ours = build_model(model, seed)
     if compare == "auto":
-        reason = timm_unavailable(ours)
+        reason = timm_unavailable(ours, image_size)
         if reason and log:
             log(f"[bench] {reason}: measuring ours only")
         compare = None if reason else "timm"

@@ -8,6 +8,7 @@ relative error against our float32 eager logits; progress lines go to stderr.
 Examples:
   efficientformer bench --model l1 --device cpu --batch-size 32
   efficientformer bench --model l1 --device cuda --batch-size 256
+  efficientformer bench --model s0 --device cpu --threads 2 --batch-size 32
   efficientformer bench --model path/to/checkpoint --device cuda --modes fused default --compare none
 """
 
@@ -20,7 +21,7 @@ HELP = "measure latency and throughput of every inference mode, against timm"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="l1",
-                        help="l1, l3, l7 (random weights) or a checkpoint folder/file/hub id (default l1)")
+                        help="l1, l3, l7, V2's s0, s1, s2, l (random weights) or a checkpoint folder/file/hub id (default l1)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where to run (default cpu)")
     parser.add_argument("--batch-size", type=int, default=None,
                         help="batch for throughput (default 256 on cuda, 32 on cpu); latency always uses 1")

@@ -6,6 +6,7 @@ Examples:
   efficientformer export --model ./my-model --format tflite --quantize fp16 l1_fp16.tflite
   efficientformer export --model l1 --format torchscript --image-size 256 256 l1_256.pt
   efficientformer export --model ./my-model --format coreml l1.mlpackage
+  efficientformer export --model timm/efficientformerv2_s0.snap_dist_in1k --format onnx s0.onnx
 
 The model is built as the class its checkpoint holds (two heads, one head, or a backbone, whose output is
 last_hidden_state), and the file carries its labels and preprocessing as metadata:
@@ -22,7 +23,8 @@ HELP = "export a model to onnx, torchscript, tflite or coreml"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("output", help="file to write (a folder ending in .mlpackage for coreml)")
     parser.add_argument("--model", required=True,
-                        help="checkpoint folder, file or hub id (any supported layout), or l1/l3/l7 for random weights")
+                        help="checkpoint folder, file or hub id (any supported layout), or l1/l3/l7 (V2: s0/s1/s2/l) for random "
+                             "weights")
     parser.add_argument("--format", required=True, choices=["onnx", "tflite", "coreml", "torchscript"])
     parser.add_argument("--dynamic-batch", action="store_true", default=True,
                         help="onnx: free batch dimension (the default)")
@@ -57,7 +59,9 @@ def run(args: argparse.Namespace) -> int:
     size = sum(os.path.getsize(os.path.join(root, f)) for root, _, files in os.walk(path) for f in files) \
         if os.path.isdir(path) else os.path.getsize(path)
     checked = "" if args.no_check else ("; spec validated" if args.format == "coreml" else "; checked against PyTorch")
-    backbone = type(model).__name__ == "EfficientFormerModel"
+    from ..deploy.metadata import is_backbone
+
+    backbone = is_backbone(type(model).__name__)
     labels = "" if backbone else f", {model.config.num_labels} labels"
     carried = "config" if backbone else "labels"
     print(f"wrote {path} ({size / 1e6:.1f} MB, {type(model).__name__}{labels}, with its {carried} and preprocessing "

@@ -1,5 +1,5 @@
 """Everything that turns a trained model into a fast or portable one: the folded inference network and
-`optimize` (`optimize`), its Triton kernels (`kernels`), and the exporters (`export`) with the metadata
+`optimize` (`optimize`; EfficientFormerV2's folding in `fold_v2`), its Triton kernels (`kernels`), and the exporters (`export`) with the metadata
 every exported file carries (`metadata`)."""
 
 from __future__ import annotations

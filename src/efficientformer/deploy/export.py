@@ -17,6 +17,10 @@ both heads (`EfficientFormerForImageClassificationWithTeacher`), one head
 (`EfficientFormerForImageClassification`) or none (`EfficientFormerModel`), so the file computes what
 `from_pretrained` of that class computes, and the check compares against that model.
 
+EfficientFormerV2 models (`s0`, `s1`, `s2`, `l`, or their checkpoints) export the same way, through their own
+folding (`efficientformer.deploy.fold_v2`); a V2 backbone's `last_hidden_state` is the normalized map
+(B, C, H/32, W/32).
+
 The model input is float (B, 3, H, W) `pixel_values` normalized as the image processor does; the output
 is `logits` (B, num_labels) for the classifiers (the mean of both heads for the WithTeacher class, as its
 `logits`) and `last_hidden_state` (B, N, C), the normalized tokens, for a backbone. Each file carries
@@ -78,7 +82,7 @@ def load_model(model: Any):
     - a folder, weights file or hub id (any checkpoint layout `load_checkpoint` reads): the class its
       heads make it (`efficientformer.factory.model_class_for`: WithTeacher, single-head classifier or
       backbone) with its weights in float32 and its preprocessing, as `from_pretrained` of that class builds it;
-    - a preset name, "l1", "l3" or "l7" (when no such path exists): the WithTeacher class with random,
+    - a preset name, "l1", "l3" or "l7" (V2: "s0", "s1", "s2", "l") (when no such path exists): the WithTeacher class with random,
       realistic weights (`efficientformer.factory.randomize_`, seeded: the same on every call), for trying a
       format out. The constructor alone leaves layer scales at 1e-5 and every normalization at identity,
       under which a folding error would not show in the export's check.

@@ -5,7 +5,7 @@ nothing beside it to turn images into named classes:
 
 | key | value |
 | --- | --- |
-| `model_class` | `EfficientFormerForImageClassification`, `...WithTeacher` or `EfficientFormerModel` |
+| `model_class` | `EfficientFormerForImageClassification`, `...WithTeacher` or `EfficientFormerModel` (V2: `EfficientFormerV2...`) |
 | `output` | the output's name: `logits`, or `last_hidden_state` for a backbone |
 | `image_size` | JSON `[height, width]`: the input size fixed in the file |
 | `id2label` | JSON `{"0": "cat", ...}` (empty for a backbone) |
@@ -41,9 +41,14 @@ def _dumps(value: Any) -> str:
 
 def output_name(model_class: str) -> str:
     """The name of the exported output: `last_hidden_state` for a backbone, else `logits`."""
-    from ..factory import CLASS_NAMES
+    return "last_hidden_state" if is_backbone(model_class) else "logits"
 
-    return "last_hidden_state" if model_class == CLASS_NAMES["backbone"] else "logits"
+
+def is_backbone(model_class: str) -> bool:
+    """Whether a class name (`model_class` of the metadata, "TF" prefix allowed) is a backbone of either family."""
+    from ..factory import CLASS_NAMES, CLASS_NAMES_V2
+
+    return model_class.removeprefix("TF") in (CLASS_NAMES["backbone"], CLASS_NAMES_V2["backbone"])
 
 
 def processor_for_size(settings: dict | None, size: tuple[int, int]) -> dict:
@@ -91,7 +96,7 @@ def export_metadata(model, size: tuple[int, int]) -> dict[str, str]:
 
     model_class = type(model).__name__.removeprefix("TF")
     config = model.config
-    labels = {} if model_class == "EfficientFormerModel" else {str(i): n for i, n in config.id2label.items()}
+    labels = {} if is_backbone(model_class) else {str(i): n for i, n in config.id2label.items()}
     return {
         "model_class": model_class,
         "output": output_name(model_class),
@@ -172,7 +177,11 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
     elif kind in (".pt", ".pth", ".torchscript"):
         torch = require("torch", "torch", "reading TorchScript metadata")
         extra = {TORCHSCRIPT_METADATA_FILE: ""}
-        torch.jit.load(path, map_location="cpu", _extra_files=extra)
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit is deprecated in favour of torch.export
+            torch.jit.load(path, map_location="cpu", _extra_files=extra)
         found = json.loads(extra[TORCHSCRIPT_METADATA_FILE] or "{}")
     elif kind == ".mlpackage":
         ct = require("coremltools", "export", "reading Core ML metadata")
@@ -215,4 +224,4 @@ def decode(metadata: dict[str, str]) -> dict[str, Any]:
 
 
 __all__ = ["KEYS", "TFLITE_METADATA_NAME", "TORCHSCRIPT_METADATA_FILE", "check_metadata", "decode", "export_metadata",
-           "output_name", "processor_for_size", "read_metadata", "tflite_with_metadata"]
+           "is_backbone", "output_name", "processor_for_size", "read_metadata", "tflite_with_metadata"]

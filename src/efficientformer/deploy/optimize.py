@@ -24,6 +24,10 @@ new, eval-only network (`FusedEfficientFormer`) that computes the same function 
   matrix-product blocks of stages 3-4: the defaults on CUDA, where `optimize(model, device="cuda")` picks the
   fastest mode measured; any sequence of input shapes keeps working (see `OptimizedEfficientFormer`).
 
+EfficientFormerV2 models (`EfficientFormerV2Model` and its classifiers) are folded by `efficientformer.deploy.fold_v2`
+(BatchNorms, layer scales, the query scale and the first talking head's bias), and then placed, cast and compiled
+by the same `OptimizedEfficientFormer`; the Triton kernels, `pad_stem`, `attention` and `gelu_epilogue` are V1's.
+
 The source model is never modified (its weights are read and copied), so training code is unaffected;
 to go back, keep or reload the original model. Folding happens in float64, so the float32 result agrees
 with the eager model within about 1e-6 relative.
@@ -469,6 +473,10 @@ def fuse(model: nn.Module, image_size: tuple[int, int] | int | None = None) -> F
     Raises:
         ConfigError: `model` is not an EfficientFormer of this package.
     """
+    from .fold_v2 import fuse_v2, is_v2
+
+    if is_v2(model):  # EfficientFormerV2: its own folding (efficientformer.deploy.fold_v2)
+        return fuse_v2(model, image_size)
     backbone = getattr(model, "efficientformer", model)
     if not (hasattr(backbone, "patch_embed") and hasattr(backbone, "encoder") and hasattr(backbone, "config")):
         raise ConfigError(f"fuse() takes an EfficientFormer model of this package, got {type(model).__name__}; "
@@ -694,6 +702,9 @@ class OptimizedEfficientFormer(nn.Module):
     def _prepare_grid(self, height: int, width: int) -> None:
         from ..models.architecture import plan
 
+        if hasattr(self.fused, "prepare_size"):  # EfficientFormerV2 (deploy.fold_v2): every attention's grid
+            return self.fused.prepare_size(height, width)
+
         grid = plan(self.fused.config).token_grid(height, width)
         for block in self.fused.blocks3d:
             if grid not in block.biases:
@@ -750,7 +761,7 @@ def optimize(model: nn.Module, image_size: tuple[int, int] | int | None = None, 
 
     Args:
         model: an `EfficientFormerModel`, `EfficientFormerForImageClassification` or
-            `EfficientFormerForImageClassificationWithTeacher`.
+            `EfficientFormerForImageClassificationWithTeacher`, or one of the EfficientFormerV2 classes.
         image_size: (height, width) or one side; the attention bias for its token grid is built ahead.
             Default: the config's `image_size` (224). Other sizes still work (their bias is built on first use,
             outside compiled graphs).
@@ -833,10 +844,16 @@ def optimize(model: nn.Module, image_size: tuple[int, int] | int | None = None, 
         raise ConfigError(f"batch_buckets={batch_buckets!r} must be positive batch sizes, e.g. (1, 8, 64).")
     if kernels in (False, "none"):
         kernels = None
+    from .fold_v2 import is_v2
+
+    v2 = is_v2(model)  # V1's Triton kernels (Meta4D block, stem, pooling) have no EfficientFormerV2 counterpart
+    if v2 and (kernels == "triton" or pad_stem or attention is not None or gelu_epilogue):
+        raise ConfigError("kernels='triton', pad_stem, attention and gelu_epilogue are for EfficientFormer (V1) only; "
+                          "an EfficientFormerV2 runs PyTorch operators: drop those options.")
     if kernels == "auto":
         from . import kernels as triton_kernels
 
-        usable = on_cuda and dtype != torch.float32 and channels_last and triton_kernels.available()
+        usable = not v2 and on_cuda and dtype != torch.float32 and channels_last and triton_kernels.available()
         kernels = "triton" if usable else None
     if kernels not in (None, "triton"):
         raise ConfigError(f"kernels={kernels!r} is not supported; use 'auto', 'triton' or None.")
