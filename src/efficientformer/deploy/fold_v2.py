@@ -36,7 +36,7 @@ import copy
 
 from ..constants import HEADS
 from ..errors import ConfigError, require
-from .optimize import _buffer, _conv, _f64, _fold_bn, _scale_vector
+from .optimize import FusedNetwork, _buffer, _conv, _f64, _fold_bn, _scale_vector
 
 torch = require("torch", "torch", "efficientformer.optimize")
 from torch import nn
@@ -264,20 +264,18 @@ class FusedHeadV2(nn.Module):
         return F.linear(x.mean(dim=(2, 3)), self.weight, self.bias)
 
 
-class FusedEfficientFormerV2(nn.Module):
+class FusedEfficientFormerV2(FusedNetwork):
     """The folded, eval-only EfficientFormerV2: images (B, C, H, W) -> logits (B, num_labels) (the mean of
     both heads for the WithTeacher class, as its `logits`), or the normalized map (B, C, H/32, W/32) for a
     bare backbone. Built by `fuse_v2(model)`; holds copies of the weights. Any input size runs (each new size's
     attention biases are built on first use, or ahead with `prepare_size`)."""
 
+    family = "EfficientFormerV2"
+
     def __init__(self, model: nn.Module, image_size: tuple[int, int] | None = None) -> None:
-        super().__init__()
         backbone = getattr(model, "efficientformer", model)
         config = backbone.config
-        self.config = config.copy()
-        self.num_channels = config.num_channels
-        size = image_size or (config.image_size, config.image_size)
-        self.image_size = (int(size[0]), int(size[1]))
+        super().__init__(config, image_size)
         self.stem = FusedStemV2(backbone.patch_embed)
         layers: list[nn.Module] = []
         for stage in backbone.encoder.stages:
@@ -309,12 +307,6 @@ class FusedEfficientFormerV2(nn.Module):
                 module.add_grid(grids[DOWNSAMPLE], register)
             elif isinstance(module, FusedAttention4D):
                 module.add_grid(grids[STRIDE if module.stride_conv is not None else GLOBAL], register)
-
-    def train(self, mode: bool = True) -> FusedEfficientFormerV2:
-        if mode:
-            raise ConfigError("a fused EfficientFormerV2 is for inference only; train the original model "
-                              "and call efficientformer.optimize() again afterwards.")
-        return super().train(False)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         return self.head(self.layers(self.stem(pixel_values)))

@@ -403,7 +403,27 @@ class FusedHead(nn.Module):
         return F.linear(pooled, self.weight, self.bias)
 
 
-class FusedEfficientFormer(nn.Module):
+class FusedNetwork(nn.Module):
+    """What both families' folded networks share: a copy of the config, the channel count and the image size
+    prepared ahead, and eval mode only."""
+
+    family = "EfficientFormer"
+
+    def __init__(self, config: Any, image_size: tuple[int, int] | None = None) -> None:
+        super().__init__()
+        self.config = config.copy()
+        self.num_channels = config.num_channels
+        size = image_size or (config.image_size, config.image_size)
+        self.image_size = (int(size[0]), int(size[1]))
+
+    def train(self, mode: bool = True) -> "FusedNetwork":
+        if mode:
+            raise ConfigError(f"a fused {self.family} is for inference only; train the original model "
+                              "and call efficientformer.optimize() again afterwards.")
+        return super().train(False)
+
+
+class FusedEfficientFormer(FusedNetwork):
     """The folded, eval-only network: images (B, C, H, W) -> logits (B, num_labels), or normalized
     tokens (B, N, C) for a bare backbone. Built by `fuse(model)`; holds copies of the weights.
 
@@ -412,15 +432,11 @@ class FusedEfficientFormer(nn.Module):
     """
 
     def __init__(self, model: nn.Module, image_size: tuple[int, int] | None = None) -> None:
-        super().__init__()
-        from ..models.architecture import DownsamplePlan, plan
-
         backbone = getattr(model, "efficientformer", model)
         config = backbone.config
-        self.config = config.copy()
-        self.num_channels = config.num_channels
-        size = image_size or (config.image_size, config.image_size)
-        self.image_size = (int(size[0]), int(size[1]))
+        super().__init__(config, image_size)
+        from ..models.architecture import DownsamplePlan, plan
+
         network = plan(config)  # the stages and Downsamples, as the encoder was built from them
         grids = [network.token_grid(*self.image_size)]
         self.grid = grids[0]
@@ -440,12 +456,6 @@ class FusedEfficientFormer(nn.Module):
                  if isinstance(getattr(model, name, None), nn.Linear)]
         self.head = FusedHead(backbone.layernorm, heads)
         self.eval()
-
-    def train(self, mode: bool = True) -> FusedEfficientFormer:
-        if mode:
-            raise ConfigError("a fused EfficientFormer is for inference only; train the original model "
-                              "and call efficientformer.optimize() again afterwards.")
-        return super().train(False)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         x = self.convs(self.stem(pixel_values))
