@@ -36,7 +36,7 @@ import copy
 
 from ..constants import HEADS
 from ..errors import ConfigError, require
-from .optimize import FusedNetwork, _buffer, _conv, _f64, _fold_bn, _scale_vector
+from .optimize import FusedNetwork, GridBiasCache, _buffer, _conv, _f64, _fold_bn, _scale_vector
 
 torch = require("torch", "torch", "efficientformer.optimize")
 from torch import nn
@@ -89,7 +89,7 @@ class FusedFFN(nn.Module):
         return self.fc2(self.activation(self.mid(self.activation(self.fc1(x)))))
 
 
-class _GridBiases(nn.Module):
+class _GridBiases(GridBiasCache):
     """The (heads, Nq, N) attention bias of every key grid met, gathered (and resized) once from the float64
     table. A plain dict, as `FusedMeta3D.biases`: a buffer registered for a new image size would change the
     module's guards under torch.compile; the grids prepared when building are registered buffers as well (so
@@ -117,17 +117,7 @@ class _GridBiases(nn.Module):
         like = self.query.weight  # the network's device and dtype
         # (heads, Nq, N), broadcast over the batch: 3-D, so that .to(memory_format=channels_last) leaves it as is
         bias = bias.to(device=like.device, dtype=like.dtype).contiguous()
-        if register:
-            self.register_buffer(f"bias_{grid[0]}x{grid[1]}", bias, persistent=False)
-        self.biases[grid] = bias
-        return bias
-
-    def _apply(self, fn, recurse=True):  # .to() / .half(): the dict follows the buffers
-        super()._apply(fn, recurse)
-        for grid, bias in list(self.biases.items()):
-            name = f"bias_{grid[0]}x{grid[1]}"
-            self.biases[grid] = self._buffers[name] if name in self._buffers else fn(bias)
-        return self
+        return self._keep(grid, bias, register)
 
     def bias(self, grid: tuple[int, int]) -> torch.Tensor:
         return self.biases[grid] if grid in self.biases else self.add_grid(grid)

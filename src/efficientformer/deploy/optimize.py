@@ -283,7 +283,26 @@ class FusedMeta4D(nn.Module):
         return x + _pointwise(hidden, self.w2, self.b2)
 
 
-class FusedMeta3D(nn.Module):
+class GridBiasCache(nn.Module):
+    """A module keeping one attention bias per token grid in the dict `self.biases` (set by the subclass),
+    the grids prepared when building also as buffers (`register`), which exports trace as module state and
+    `.to()` / `.half()` move; the dict follows the buffers."""
+
+    def _keep(self, grid: tuple[int, int], bias: torch.Tensor, register: bool) -> torch.Tensor:
+        if register:
+            self.register_buffer(f"bias_{grid[0]}x{grid[1]}", bias, persistent=False)
+        self.biases[grid] = bias
+        return bias
+
+    def _apply(self, fn, recurse=True):  # .to() / .cuda() / .half(): the dict follows the buffers
+        super()._apply(fn, recurse)
+        for grid, bias in list(self.biases.items()):
+            name = f"bias_{grid[0]}x{grid[1]}"
+            self.biases[grid] = self._buffers[name] if name in self._buffers else fn(bias)
+        return self
+
+
+class FusedMeta3D(GridBiasCache):
     """Meta3D block on tokens (B, N, C) with LayerNorm affines and layer scales folded into the linears
     and the attention bias gathered once per token grid."""
 
@@ -333,18 +352,8 @@ class FusedMeta3D(nn.Module):
         # an aligned mask stride, and would otherwise copy the mask into a padded buffer on every call.
         padded = bias.new_zeros(1, self.heads, n, -(-n // 8) * 8)
         padded[0, :, :, :n] = bias
-        if register:
-            self.register_buffer(f"bias_{grid[0]}x{grid[1]}", padded, persistent=False)
-        self.biases[grid] = padded
         self.grids.append(grid)
-        return padded
-
-    def _apply(self, fn, recurse=True):  # .to() / .cuda() / .half(): the dict follows the buffers
-        super()._apply(fn, recurse)
-        for grid, bias in list(self.biases.items()):
-            name = f"bias_{grid[0]}x{grid[1]}"
-            self.biases[grid] = self._buffers[name] if name in self._buffers else fn(bias)
-        return self
+        return self._keep(grid, padded, register)
 
     def attention_bias(self, grid: tuple[int, int]) -> torch.Tensor:
         """(1, heads, N, N) bias for `grid` (a view of an aligned buffer)."""

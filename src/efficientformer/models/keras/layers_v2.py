@@ -120,6 +120,15 @@ class _BiasTable(_Layer):
         tokens = x.shape[1] * x.shape[2]
         return ops.transpose(ops.reshape(x, (-1, tokens, self.num_heads, per_head)), (0, 2, 1, 3))
 
+    def scores(self, x, grid: tuple[int, int], training: bool = False):
+        """Scaled query-key scores plus the bias of the key `grid` (B, heads, Nq, N), the values and their
+        local (depthwise) branch: the part both attentions share."""
+        query = self.heads(self.query(x, training=training), self.key_dim)
+        key = self.heads(self.key(x, training=training), self.key_dim)
+        value = self.value(x, training=training)
+        scores = ops.matmul(query, ops.transpose(key, (0, 1, 3, 2))) * self.scale + self.bias(grid)[None]
+        return scores, value, self.value_local(value, training=training)
+
     def merge(self, weights, value, local):
         """(weights @ value) of every head laid back on the map of `local`, plus `local`."""
         out = ops.transpose(ops.matmul(weights, value), (0, 2, 1, 3))  # (B, Nq, heads, d)
@@ -161,12 +170,7 @@ class Attention4D(_BiasTable):
         size = _static_grid(x)
         if self.stride_conv is not None:
             x = self.stride_conv(x, training=training)
-        grid = _static_grid(x)
-        query = self.heads(self.query(x, training=training), self.key_dim)
-        key = self.heads(self.key(x, training=training), self.key_dim)
-        value = self.value(x, training=training)
-        local = self.value_local(value, training=training)
-        scores = ops.matmul(query, ops.transpose(key, (0, 1, 3, 2))) * self.scale + self.bias(grid)[None]
+        scores, value, local = self.scores(x, _static_grid(x), training)
         weights = self._talk(self.talking_head2, ops.softmax(self._talk(self.talking_head1, scores), axis=-1))
         out = self.merge(weights, self.heads(value, self.value_dim), local)
         if self.stride_conv is not None:
@@ -211,12 +215,7 @@ class Attention4DDownsample(_BiasTable):
             part.build(None)
 
     def call(self, x, training: bool = False):
-        grid = _static_grid(x)
-        query = self.heads(self.query(x, training=training), self.key_dim)
-        key = self.heads(self.key(x, training=training), self.key_dim)
-        value = self.value(x, training=training)
-        local = self.value_local(value, training=training)
-        scores = ops.matmul(query, ops.transpose(key, (0, 1, 3, 2))) * self.scale + self.bias(grid)[None]
+        scores, value, local = self.scores(x, _static_grid(x), training)
         weights = ops.softmax(scores, axis=-1)
         out = self.merge(weights, self.heads(value, self.value_dim), local)
         return self.projection(self.activation(out), training=training), weights

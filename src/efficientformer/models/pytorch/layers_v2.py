@@ -103,6 +103,13 @@ class _BiasTable(nn.Module):
         """(B, heads * per_head, H, W) -> (B, heads, H * W, per_head)."""
         return x.flatten(2).reshape(x.shape[0], self.num_heads, per_head, -1).transpose(-2, -1)
 
+    def scores(self, x: torch.Tensor, grid: tuple[int, int]):
+        """Scaled query-key scores plus the bias of the key `grid` (B, heads, Nq, N), the values and their
+        local (depthwise) branch: the part both attentions share."""
+        query, key = self.heads(self.query(x), self.key_dim), self.heads(self.key(x), self.key_dim)
+        value = self.value(x)
+        return (query @ key.transpose(-2, -1)) * self.scale + self.bias(grid), value, self.value_local(value)
+
 
 class Attention4D(_BiasTable):
     """Multi-head attention on a (B, C, H, W) map with talking heads and a local value branch.
@@ -129,11 +136,7 @@ class Attention4D(_BiasTable):
         size = x.shape[2:]
         if self.stride_conv is not None:
             x = self.stride_conv(x)
-        grid = (x.shape[2], x.shape[3])
-        query, key = self.heads(self.query(x), self.key_dim), self.heads(self.key(x), self.key_dim)
-        value = self.value(x)
-        local = self.value_local(value)
-        scores = (query @ key.transpose(-2, -1)) * self.scale + self.bias(grid)
+        scores, value, local = self.scores(x, (x.shape[2], x.shape[3]))
         weights = self.talking_head2(self.talking_head1(scores).softmax(dim=-1))  # (B, heads, N, N)
         out = (weights @ self.heads(value, self.value_dim)).transpose(-2, -1)
         out = out.reshape(local.shape) + local
@@ -170,11 +173,7 @@ class Attention4DDownsample(_BiasTable):
         self.projection = ConvNorm(config, values, plan.out_width)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        grid = (x.shape[2], x.shape[3])
-        query, key = self.heads(self.query(x), self.key_dim), self.heads(self.key(x), self.key_dim)
-        value = self.value(x)
-        local = self.value_local(value)
-        scores = (query @ key.transpose(-2, -1)) * self.scale + self.bias(grid)
+        scores, value, local = self.scores(x, (x.shape[2], x.shape[3]))
         weights = scores.softmax(dim=-1)  # (B, heads, Nq, N)
         out = (weights @ self.heads(value, self.value_dim)).transpose(-2, -1).reshape(local.shape) + local
         return self.projection(self.activation(out)), weights
