@@ -6,7 +6,7 @@ same function with fewer operations:
 
 - every BatchNorm is folded into the convolution before it (stem, downsamplings, the three convolutions of
   every depthwise-conv FFN, the queries, keys, values, local values, stride conv and projection of every
-  attention), with `efficientformer.deploy.optimize._fold_bn`;
+  attention), with `efficientformer.deploy.folding._fold_bn`;
 - every layer scale is folded into the last convolution of its branch (the FFN's second 1x1 conv, the
   attention's projection);
 - the attention's `1 / sqrt(key_dim)` is folded into the query convolution;
@@ -36,7 +36,7 @@ import copy
 
 from ..constants import HEADS
 from ..errors import ConfigError, require
-from .optimize import FusedNetwork, GridBiasCache, _buffer, _conv, _f64, _fold_bn, _scale_vector
+from .folding import FusedNetwork, GridBiasCache, _buffer, _conv, _f64, _fold_bn, _scale_vector
 
 torch = require("torch", "torch", "efficientformer.optimize")
 from torch import nn
