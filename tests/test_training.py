@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 import struct
 from pathlib import Path
 
@@ -290,3 +291,19 @@ def test_train_and_eval_commands(image_folder, tmp_path, capsys):
     with Image.open(picture) as image:
         assert image.size[0] > 100
     assert main(["eval", str(tmp_path / "nowhere"), "--model", str(out / "model")]) == 2
+
+
+def test_a_v2_teacher_distils_into_a_v1_student(image_folder, tmp_path):
+    """`teacher=` an EfficientFormerV2 folder (the other family) trains a V1 student: a finite distillation loss
+    at every step, and a V1 folder written."""
+    from conftest import tiny_config_v2
+    from efficientformer import EfficientFormerConfig, EfficientFormerV2ForImageClassificationWithTeacher
+
+    teacher = EfficientFormerV2ForImageClassificationWithTeacher(tiny_config_v2(num_labels=3, image_size=32)).eval()
+    teacher.save_pretrained(str(tmp_path / "v2-teacher"))
+    result = train(_config(image_folder, tmp_path / "kd", epochs=1, distillation="soft",
+                           teacher=str(tmp_path / "v2-teacher")))
+    rows = [json.loads(line) for line in (tmp_path / "kd" / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in rows if r["kind"] == "train"]
+    assert result.global_step == len(losses) == 4 and all(math.isfinite(v) for v in losses)
+    assert EfficientFormerConfig.from_pretrained(str(result.model_dir)).model_type == "efficientformer"

@@ -318,3 +318,18 @@ def test_pretrained_preset_loads_timms_hub_folder_through_the_cache(fixture_v2, 
     model = create_model("s0", pretrained=True, cache_dir=str(tmp_path / "cache"))
     with torch.no_grad():
         assert_close(model(torch.from_numpy(fixture_v2["pixel_values"])).logits, fixture_v2["logits"])
+
+
+def test_a_v2_checkpoint_is_a_distillation_teacher(fixture_v2):
+    """`--teacher` takes a V2 folder as any checkpoint: loaded as the class its heads make it, frozen, timm's
+    logits; a teacher of other classes is refused before training."""
+    from efficientformer.errors import ConfigError
+    from efficientformer.training.teacher import load_teacher
+
+    teacher = load_teacher(str(FIXTURES / "timm-v2-tiny" / "hub"), num_labels=5)
+    assert isinstance(teacher, EfficientFormerV2ForImageClassificationWithTeacher) and not teacher.training
+    assert not any(p.requires_grad for p in teacher.parameters())
+    with torch.no_grad():
+        assert_close(teacher(torch.from_numpy(fixture_v2["pixel_values"])).logits, fixture_v2["logits"])
+    with pytest.raises(ConfigError, match="predicts 5 classes but the student has 3"):
+        load_teacher(str(FIXTURES / "timm-v2-tiny" / "hub"), num_labels=3)
