@@ -36,7 +36,8 @@ import copy
 
 from ..constants import HEADS
 from ..errors import ConfigError, require
-from .folding import FusedNetwork, GridBiasCache, _buffer, _conv, _f64, _fold_bn, _scale_vector
+from .folding import (FusedNetwork, GridBiasCache, _buffer, _conv, _f64, _fold_affine_into_heads, _fold_bn,
+                      _scale_vector)
 
 torch = require("torch", "torch", "efficientformer.optimize")
 from torch import nn
@@ -238,15 +239,7 @@ class FusedHeadV2(nn.Module):
         super().__init__()
         gain = _f64(norm.weight) / torch.sqrt(_f64(norm.running_var) + norm.eps)
         shift = _f64(norm.bias) - _f64(norm.running_mean) * gain
-        self.has_classifier = bool(heads)
-        if heads:
-            weight = sum(_f64(h.weight) for h in heads) / len(heads)
-            bias = sum(_f64(h.bias) for h in heads) / len(heads)
-            _buffer(self, "weight", weight * gain)
-            _buffer(self, "bias", bias + weight @ shift)
-        else:
-            _buffer(self, "weight", gain.view(1, -1, 1, 1))
-            _buffer(self, "bias", shift.view(1, -1, 1, 1))
+        self.has_classifier = _fold_affine_into_heads(self, gain, shift, heads, (1, -1, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.has_classifier:

@@ -48,6 +48,22 @@ def _buffer(module: nn.Module, name: str, value: torch.Tensor) -> None:
     module.register_buffer(name, value.to(torch.float32).contiguous())
 
 
+def _fold_affine_into_heads(module: nn.Module, gain: torch.Tensor, shift: torch.Tensor, heads: list,
+                            plain_shape: tuple[int, ...] = (-1,)) -> bool:
+    """Buffers `weight` and `bias` of `module` for a per-channel affine `x * gain + shift` followed by the mean
+    over positions (which commutes with it) and the mean of `heads` (the two heads of WithTeacher averaged):
+    one linear layer. With no head, the affine itself, shaped `plain_shape`. Returns whether there are heads."""
+    if heads:
+        weight = sum(_f64(h.weight) for h in heads) / len(heads)
+        bias = sum(_f64(h.bias) for h in heads) / len(heads)
+        _buffer(module, "weight", weight * gain)
+        _buffer(module, "bias", bias + weight @ shift)
+    else:
+        _buffer(module, "weight", gain.view(plain_shape))
+        _buffer(module, "bias", shift.view(plain_shape))
+    return bool(heads)
+
+
 class GridBiasCache(nn.Module):
     """A module keeping one attention bias per token grid in the dict `self.biases` (set by the subclass),
     the grids prepared when building also as buffers (`register`), which exports trace as module state and

@@ -58,8 +58,8 @@ from typing import Any
 from ..constants import HEADS
 from ..errors import ConfigError, InputError, require
 from ..models.validation import check_pixel_shape
-from .folding import (FusedNetwork, GridBiasCache, _buffer, _conv, _f64, _fold_bn, _fold_input_affine,
-                      _scale_vector)
+from .folding import (FusedNetwork, GridBiasCache, _buffer, _conv, _f64, _fold_affine_into_heads, _fold_bn,
+                      _fold_input_affine, _scale_vector)
 
 torch = require("torch", "torch", "efficientformer.optimize")
 from torch import nn
@@ -340,16 +340,7 @@ class FusedHead(nn.Module):
         super().__init__()
         self.eps = float(norm.eps)
         self.dim = int(norm.normalized_shape[0])
-        self.has_classifier = bool(heads)
-        gain, shift = _f64(norm.weight), _f64(norm.bias)
-        if heads:
-            weight = sum(_f64(h.weight) for h in heads) / len(heads)
-            bias = sum(_f64(h.bias) for h in heads) / len(heads)
-            _buffer(self, "weight", weight * gain)
-            _buffer(self, "bias", bias + weight @ shift)
-        else:
-            _buffer(self, "weight", gain)
-            _buffer(self, "bias", shift)
+        self.has_classifier = _fold_affine_into_heads(self, _f64(norm.weight), _f64(norm.bias), heads)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         dim = self.dim
