@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any
+from typing import Any, Callable
 
 from ..config import EfficientFormerConfig
 from ..constants import BASE_PREFIX, DISTILLATION_HEAD, HEADS
@@ -38,12 +38,7 @@ def infer_config(state_dict: dict, *, source: str = "the checkpoint", **fields: 
     """
     keys = list(state_dict)
 
-    def shape(key: str) -> tuple:
-        if key not in state_dict:
-            raise CheckpointError(f"{source}: {key} is missing, so the architecture cannot be read from the weights; "
-                                  "the file is incomplete or not an EfficientFormer.")
-        return tuple(state_dict[key].shape)
-
+    shape = shape_reader(state_dict, source, "EfficientFormer")
     layout = layout_from_keys(keys, "transformers")
     enc = f"{BASE_PREFIX}.encoder"
     # `encoder.intermediate_stages` holds each stage before the last, followed by its Downsample when it
@@ -86,11 +81,7 @@ def infer_config(state_dict: dict, *, source: str = "the checkpoint", **fields: 
         config["downsamples"] = downsamples + [True]
     if num_meta3d:
         mixer = f"{enc}.last_stage.meta3D_layers.blocks.0.token_mixer"
-        heads, cells = shape(f"{mixer}.attention_biases")
-        resolution = math.isqrt(cells)
-        if resolution * resolution != cells:
-            raise CheckpointError(f"{source}: {mixer}.attention_biases has {cells} columns, not a square number; "
-                                  "this is not an EfficientFormer attention table.")
+        heads, resolution = square_table(shape, f"{mixer}.attention_biases", source, "EfficientFormer")
         qkv, value_dim = shape(f"{mixer}.qkv.weight")[0], shape(f"{mixer}.projection.weight")[1]
         key_dim, rest = divmod(qkv - value_dim, 2 * heads)
         if rest or key_dim <= 0 or value_dim % (heads * key_dim):
@@ -99,6 +90,27 @@ def infer_config(state_dict: dict, *, source: str = "the checkpoint", **fields: 
         config.update(num_attention_heads=heads, resolution=resolution, key_dim=key_dim,
                       attention_ratio=value_dim // (heads * key_dim), image_size=resolution * STEM_REDUCTION * 2 ** len(down_at))
     return built_config(EfficientFormerConfig, config, state_dict, fields, source, check_shapes)
+
+
+def shape_reader(state_dict: dict, source: str, family: str) -> Callable[[str], tuple]:
+    """`shape(key)` of a state dict whose missing keys are named as the reason the architecture cannot be read."""
+    def shape(key: str) -> tuple:
+        if key not in state_dict:
+            raise CheckpointError(f"{source}: {key} is missing, so the architecture cannot be read from the weights; "
+                                  f"the file is incomplete or not an {family}.")
+        return tuple(state_dict[key].shape)
+
+    return shape
+
+
+def square_table(shape: Callable[[str], tuple], key: str, source: str, family: str) -> tuple[int, int]:
+    """(heads, grid side) of an attention-bias table (heads, grid * grid), refused when its columns are not a square."""
+    heads, cells = shape(key)
+    grid = math.isqrt(cells)
+    if grid * grid != cells:
+        raise CheckpointError(f"{source}: {key} has {cells} columns, not a square number; this is not an {family} "
+                              "attention table.")
+    return heads, grid
 
 
 def built_config(config_class: type, config: dict[str, Any], state_dict: dict, fields: dict[str, Any], source: str,

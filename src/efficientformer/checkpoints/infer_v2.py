@@ -3,13 +3,12 @@ files and the original release, which carry no config of ours: the inverse of `c
 
 from __future__ import annotations
 
-import math
 import re
 from typing import Any
 
 from ..constants import BASE_PREFIX, DISTILLATION_HEAD
 from ..errors import CheckpointError
-from .infer import built_config
+from .infer import built_config, shape_reader, square_table
 from .shapes_v2 import check_shapes_v2
 
 _ENCODER = f"{BASE_PREFIX}.encoder.stages"
@@ -34,12 +33,7 @@ def infer_config_v2(state_dict: dict, *, source: str = "the checkpoint", **field
     """
     from ..config_v2 import EfficientFormerV2Config
 
-    def shape(key: str) -> tuple:
-        if key not in state_dict:
-            raise CheckpointError(f"{source}: {key} is missing, so the architecture cannot be read from the "
-                                  "weights; the file is incomplete or not an EfficientFormerV2.")
-        return tuple(state_dict[key].shape)
-
+    shape = shape_reader(state_dict, source, "EfficientFormerV2")
     blocks: dict[int, set[int]] = {}
     for match in map(_BLOCK.match, state_dict):
         if match:
@@ -63,11 +57,7 @@ def infer_config_v2(state_dict: dict, *, source: str = "the checkpoint", **field
         "distillation": f"{DISTILLATION_HEAD}.weight" in state_dict,
     }
     down = f"{_ENCODER}.3.downsample.attention"
-    heads, cells = shape(f"{down}.attention_biases")
-    grid = math.isqrt(cells)
-    if grid * grid != cells:
-        raise CheckpointError(f"{source}: {down}.attention_biases has {cells} columns, not a square number; this "
-                              "is not an EfficientFormerV2 attention table.")
+    heads, grid = square_table(shape, f"{down}.attention_biases", source, "EfficientFormerV2")
     keys, values = shape(f"{down}.key.convolution.weight")[0], shape(f"{down}.value.convolution.weight")[0]
     if keys % heads or values % heads:
         raise CheckpointError(f"{source}: the downsampling attention's widths ({keys}, {values}) fit no split into "
