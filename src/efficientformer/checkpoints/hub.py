@@ -19,10 +19,6 @@ from ..errors import CheckpointError, require
 HubKwargs = dict  # revision, cache_dir, local_files_only, token
 
 
-def is_local(name_or_path: str | os.PathLike) -> bool:
-    return os.path.exists(name_or_path)
-
-
 def resolve_file(name_or_path: str | os.PathLike, filename: str, *, required: bool = True,
                  revision: str | None = None, cache_dir: str | None = None,
                  local_files_only: bool = False, token: str | bool | None = None) -> str | None:
