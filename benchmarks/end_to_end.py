@@ -2,7 +2,7 @@
 
 Usage:
     python benchmarks/end_to_end.py [--models l1 bundled] [--images 512] [--batch-size 64] [--workers N]
-        [--device cpu|cuda] [--dtype float32|bfloat16] [--optimize] [--draft] [--rounds 3]
+        [--device cpu|cuda] [--dtype float32|bfloat16] [--optimize] [--draft] [--decode cpu|gpu] [--rounds 3]
         [--write benchmarks/results/end_to_end.json]
 
 The images are 640x480 JPEGs (quality 90) made from the photos in ../shared/fixtures/images, written to a
@@ -11,7 +11,9 @@ temporary folder. For each model:
   repeated (images/s; on CUDA synchronized);
 - "end to end": `efficientformer.bulk.runner.predict_paths` over the files (decode, resize, crop in worker
   processes, lookup table, copy, model, top-5, records written to a .jsonl file), with `--workers` processes
-  (default: one per core but one) and with 0 (everything in the main process);
+  (default: one per core but one) and with 0 (everything in the main process); with `--decode gpu`
+  (CUDA only) the files are read by `--workers` threads and decoded, resized and normalized on the GPU
+  (`efficientformer.preprocessing.gpu_decode`), timed once per round with those threads;
 and the ratio end-to-end / model-only. The three are timed in interleaved rounds (`--rounds`), keeping the best
 of each, so that a burst of load from other processes on a shared machine hits one round, not one figure.
 "l1" is EfficientFormer-L1 with random weights (1000 classes, 224x224:
@@ -97,13 +99,13 @@ def model_only(classifier, paths: list[str], batch_size: int, device: str, secon
 
 
 def end_to_end(classifier, paths: list[str], batch_size: int, workers: int, folder: Path,
-               draft: bool = False) -> float:
+               draft: bool = False, decode: str = "cpu") -> float:
     from efficientformer.bulk.runner import predict_paths
 
     output = folder / f"out-{workers}-{time.monotonic_ns()}.jsonl"
     start = time.perf_counter()
     result = predict_paths(classifier, paths, top_k=5, batch_size=batch_size, workers=workers, output=output,
-                           keep=False, draft=draft)
+                           keep=False, draft=draft, decode=decode)
     elapsed = time.perf_counter() - start
     if result.failed:
         raise RuntimeError(f"{len(result.failed)} images failed: {result.failed[0]}")
@@ -111,6 +113,13 @@ def end_to_end(classifier, paths: list[str], batch_size: int, workers: int, fold
         lines = sum(1 for _ in handle)
     assert lines == len(paths), (lines, len(paths))
     return len(paths) / elapsed
+
+
+def end_to_end_key(decode: str, workers: int) -> str:
+    """The results key of an end-to-end figure (CPU decoding keeps the names earlier results files use)."""
+    if decode == "gpu":
+        return f"end_to_end_gpu_decode_{workers}_threads_images_per_s"
+    return f"end_to_end_{workers}_workers_images_per_s"
 
 
 def machine() -> str:
@@ -138,10 +147,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
     parser.add_argument("--optimize", action="store_true", help="run efficientformer.deploy.optimize's network")
     parser.add_argument("--draft", action="store_true", help="decode at a reduced JPEG DCT scale (not exact)")
+    parser.add_argument("--decode", choices=("cpu", "gpu"), default="cpu",
+                        help="gpu: nvJPEG decoding and resizing on the GPU (--device cuda; --workers reading threads)")
     parser.add_argument("--seconds", type=float, default=10.0, help="model-only timing length per model")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the best of each is kept")
     parser.add_argument("--write", default=None, help="write the results as json to this path")
     args = parser.parse_args(argv)
+    if args.decode == "gpu" and (not args.device.startswith("cuda") or args.draft):
+        parser.error("--decode gpu needs --device cuda and does not combine with --draft")
     from efficientformer.bulk.loader import default_workers
 
     workers = args.workers if args.workers is not None else max(1, default_workers(10 ** 9, 1))
@@ -151,37 +164,44 @@ def main(argv: list[str] | None = None) -> int:
         paths = make_jpegs(folder, args.images)
         for name in args.models:
             classifier = build(name, args.device, args.dtype, args.optimize)
-            end_to_end(classifier, paths[:args.batch_size * 2], args.batch_size, 0, folder)  # warm-up
-            row = {"model": name, "batch_size": args.batch_size, "images": args.images, "rounds": args.rounds}
-            keys = ("model_only_images_per_s", f"end_to_end_{workers}_workers_images_per_s",
-                    "end_to_end_0_workers_images_per_s")
+            # warm-up: compiles, CUDA graphs, nvJPEG's decoder and the resize weights of these sizes
+            end_to_end(classifier, paths[:args.batch_size * 2], args.batch_size, 0, folder, decode=args.decode)
+            row = {"model": name, "batch_size": args.batch_size, "images": args.images, "rounds": args.rounds,
+                   "decode": args.decode}
+            keys = ["model_only_images_per_s", end_to_end_key(args.decode, workers)]
+            if args.decode == "cpu":  # GPU decoding reads with threads in this process: no "0 workers" run
+                keys.append(end_to_end_key("cpu", 0))
             for key in keys:
                 row[key] = 0.0
             for _ in range(args.rounds):  # interleaved, best of each: a burst of load elsewhere hits one round
                 row[keys[0]] = max(row[keys[0]], model_only(classifier, paths, args.batch_size, args.device,
                                                             args.seconds / args.rounds))
-                row[keys[1]] = max(row[keys[1]], end_to_end(classifier, paths, args.batch_size, workers, folder,
-                                                            args.draft))
-                row[keys[2]] = max(row[keys[2]], end_to_end(classifier, paths, args.batch_size, 0, folder,
-                                                            args.draft))
-            best = max(row[keys[1]], row[keys[2]])
+                for key, count in zip(keys[1:], (workers, 0)):
+                    row[key] = max(row[key], end_to_end(classifier, paths, args.batch_size, count, folder,
+                                                        args.draft, args.decode))
+            best = max(row[key] for key in keys[1:])
             row["end_to_end_over_model_only"] = best / row["model_only_images_per_s"]
             results.append(row)
             print(json.dumps(row), flush=True)
     info = {"machine": machine(), "python": platform.python_version(), "torch": torch.__version__,
             "numpy": np.__version__, "Pillow": PIL.__version__, "torch_threads": torch.get_num_threads(),
             "device": args.device, "dtype": args.dtype, "optimize": args.optimize, "draft": args.draft,
-            "workers": workers,
+            "decode": args.decode, "workers": workers,
             "command": "python benchmarks/end_to_end.py " + " ".join(argv if argv is not None else sys.argv[1:]),
             "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
     print(json.dumps(info))
-    print("| model | model only (img/s) | end to end, {w} workers (img/s) | end to end, 0 workers (img/s) | "
-          "best / model only |".format(w=workers))
-    print("|---|---:|---:|---:|---:|")
+    if args.decode == "cpu":
+        columns = [(end_to_end_key("cpu", workers), f"end to end, {workers} workers"),
+                   (end_to_end_key("cpu", 0), "end to end, 0 workers")]
+    else:
+        columns = [(end_to_end_key("gpu", workers), f"end to end, GPU decoding, {workers} reading threads")]
+    print("| model | model only (img/s) | " + " | ".join(f"{title} (img/s)" for _, title in columns)
+          + " | best / model only |")
+    print("|---|---:|" + "---:|" * len(columns) + "---:|")
     for row in results:
         print(f"| {row['model']} | {row['model_only_images_per_s']:.1f} | "
-              f"{row[f'end_to_end_{workers}_workers_images_per_s']:.1f} | "
-              f"{row['end_to_end_0_workers_images_per_s']:.1f} | {row['end_to_end_over_model_only']:.0%} |")
+              + " | ".join(f"{row[key]:.1f}" for key, _ in columns)
+              + f" | {row['end_to_end_over_model_only']:.0%} |")
     if args.write:
         from efficientformer.fileio import write_json
 

@@ -1,10 +1,12 @@
 """EfficientFormerV2 in deploy/: `optimize` folds every BatchNorm and layer scale and computes the eager model's
 function (float32 within 1e-5 relative, any input size, all three classes; bf16 within 1e-2), V1-only options are
-refused in one sentence, the ONNX and TorchScript exports compute the eager logits and carry the V2 config (an
-ONNX file classifies through ImageClassifier), and the benchmark's timm twin holds the same weights."""
+refused in one sentence, the ONNX, TorchScript and TFLite exports compute the eager logits and carry the V2 config
+(an ONNX file classifies through ImageClassifier), the Core ML package's spec validates with that metadata, and the
+benchmark's timm twin holds the same weights."""
 
 from __future__ import annotations
 
+import sys
 import warnings
 
 import numpy as np
@@ -116,6 +118,52 @@ def test_torchscript_export_of_a_backbone_gives_the_normalized_map(tmp_path):
     meta = read_metadata(path)
     assert meta["output"] == "last_hidden_state" and meta["id2label"] == "{}"
 
+
+
+def test_tflite_of_the_fixture_runs_in_litert_like_pytorch_and_timm(fixtures_dir, tmp_path):
+    pytest.importorskip("tensorflow")
+    pytest.importorskip("keras")
+    from efficientformer.deploy.export import run_tflite
+    from efficientformer.deploy.metadata import decode, export_metadata, read_metadata
+
+    model = create_model(FIXTURES / "timm-v2-tiny" / "hub")  # the smallest V2 with real labels, at its 224
+    path = efficientformer.export(model, tmp_path / "v2.tflite", format="tflite")
+    x = np.random.default_rng(2).standard_normal((3, 3, 224, 224)).astype(np.float32)  # another batch than the check's
+    np.testing.assert_allclose(run_tflite(path, x), eager(model, torch.from_numpy(x)).numpy(), atol=1e-4, rtol=0)
+    with np.load(FIXTURES / "timm-v2-tiny" / "expected.npz") as data:  # two photos: timm's logits, through the Keras V2
+        np.testing.assert_allclose(run_tflite(path, data["pixel_values"]), data["logits"], atol=1e-4, rtol=0)
+    assert read_metadata(path) == export_metadata(model, (224, 224))
+    meta = decode(read_metadata(path))
+    assert meta["model_class"] == "EfficientFormerV2ForImageClassificationWithTeacher"
+    assert meta["id2label"] == {0: "cat", 1: "coffee", 2: "astronaut", 3: "rocket", 4: "camera"}
+    assert meta["config"]["model_type"] == "efficientformer_v2"
+
+
+@pytest.mark.parametrize("cls, size, output, shape", [
+    (EfficientFormerV2ForImageClassificationWithTeacher, (64, 96), "logits", [1, 3]),
+    (EfficientFormerV2Model, (64, 64), "last_hidden_state", [1, 32, 2, 2]),  # the normalized map, NCHW
+])
+def test_coreml_package_spec_validates_with_the_v2_metadata(cls, size, output, shape, tmp_path):
+    ct = pytest.importorskip("coremltools")
+    from efficientformer.deploy.metadata import decode, export_metadata, read_metadata
+
+    model = tiny(cls)
+    path = efficientformer.export(model, tmp_path / "v2.mlpackage", format="coreml", image_size=size, dtype="fp32")
+    spec = ct.models.MLModel(path, skip_model_load=True).get_spec()
+    # Core ML predicts only on macOS, so off it the program's interface is what is checked
+    assert spec.WhichOneof("Type") == "mlProgram"
+    assert [(i.name, list(i.type.multiArrayType.shape)) for i in spec.description.input] == \
+        [("pixel_values", [1, 3, *size])]
+    assert [(o.name, list(o.type.multiArrayType.shape)) for o in spec.description.output] == [(output, shape)]
+    assert read_metadata(path) == export_metadata(model, size)
+    meta = decode(read_metadata(path))
+    assert meta["model_class"] == cls.__name__ and meta["config"]["model_type"] == "efficientformer_v2"
+    assert meta["id2label"] == (model.config.id2label if output == "logits" else {})  # a backbone has no labels
+    assert meta["preprocessor"]["crop_size"] == {"height": size[0], "width": size[1]}
+    if sys.platform == "darwin":  # where Core ML runs: the float32 program computes the eager output
+        x = np.random.default_rng(4).standard_normal((1, 3, *size)).astype(np.float32)
+        got = ct.models.MLModel(path, compute_units=ct.ComputeUnit.CPU_ONLY).predict({"pixel_values": x})[output]
+        np.testing.assert_allclose(got, eager(model, torch.from_numpy(x)).numpy(), atol=1e-4, rtol=0)
 
 def test_bench_builds_timms_v2_twin_with_the_same_weights():
     pytest.importorskip("timm")

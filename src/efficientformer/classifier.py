@@ -197,7 +197,7 @@ class ImageClassifier:
 
     def predict_files(self, sources: Any, top_k: int = 5, batch_size: int = 32, workers: int | None = None,
                       output: str | os.PathLike | None = None, progress: bool = False, keep: bool = True,
-                      draft: bool = False):
+                      draft: bool = False, decode: str = "cpu"):
         """Classify every image file of `sources` (files, folders, glob patterns, `.csv` lists), in bulk:
         worker processes decode ahead of the model, bad files are reported rather than raised, and with
         `output` (`.jsonl` or `.csv`) each batch's records are appended as it is done, and a rerun skips the
@@ -213,6 +213,9 @@ class ImageClassifier:
             keep: keep this call's predictions in the result (False for millions of files with `output`).
             draft: decode JPEGs at a reduced DCT scale that still covers the resize (much faster for photos
                 far larger than the model's input; not exact, see `efficientformer predict --draft`).
+            decode: "cpu" (exact, worker processes) or "gpu": nvJPEG decodes the JPEGs on the model's CUDA GPU,
+                which also resizes and normalizes them (`efficientformer.preprocessing.gpu_decode`, within its
+                stated tolerance; `workers` then counts the threads that read the files). Needs torchvision.
 
         Returns:
             `BulkResult`: `.predictions` [(path, [Prediction, ...])] of this call, `.failed` [(path, reason)]
@@ -220,7 +223,8 @@ class ImageClassifier:
 
         Raises:
             InputError: no images at all, bad `top_k`/`batch_size`, an `output` that is not a results file or
-                was written with another `top_k`.
+                was written with another `top_k`; `decode="gpu"` with a model that is not on a CUDA GPU.
+            MissingDependencyError: `decode="gpu"` without a working torchvision.
         """
         from .bulk.progress import Progress
         from .bulk.runner import predict_paths
@@ -233,7 +237,7 @@ class ImageClassifier:
         if not paths:
             raise InputError(f"no image files found in {items}; pass image files, folders, globs or .csv lists.")
         result = predict_paths(self, paths, top_k=top_k, batch_size=batch_size, workers=workers, output=output,
-                               progress=Progress if progress else None, keep=keep, draft=draft)
+                               progress=Progress if progress else None, keep=keep, draft=draft, decode=decode)
         result.failed = list(skipped) + result.failed
         return result
 

@@ -32,11 +32,19 @@ _ONE_THREAD = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 @dataclass
 class Batch:
     """One batch, decoded: the names of the images that worked, their uint8 crops (N, H, W, 3) (None when
-    none worked), and (name, reason) for the others."""
+    none worked), and (name, reason) for the others; GPU decoding (`preprocessing.gpu_decode`) gives the
+    finished `pixel_values` on the device as `pixels` instead of crops."""
 
     names: list[str]
     crops: np.ndarray | None
     failed: list[tuple[str, str]] = field(default_factory=list)
+    pixels: Any = None
+
+
+def shape_mismatch(shape: tuple, first: tuple) -> str:
+    """Why an image whose crop is `shape` (height, width) cannot join a batch whose first image's is `first`."""
+    return (f"it preprocesses to {tuple(shape)} pixels, not {tuple(first)} as the batch's first image; set a crop "
+            "size (do_center_crop) in the processor")
 
 
 def prepare(paths: Sequence[str], processor, draft: bool = False) -> Batch:
@@ -52,8 +60,7 @@ def prepare(paths: Sequence[str], processor, draft: bool = False) -> Batch:
             failed.append((path, str(err)))
             continue
         if crops and crop.shape != crops[0].shape:
-            failed.append((path, f"it preprocesses to {crop.shape[:2]} pixels, not {crops[0].shape[:2]} as the "
-                                 "batch's first image; set a crop size (do_center_crop) in the processor"))
+            failed.append((path, shape_mismatch(crop.shape[:2], crops[0].shape[:2])))
             continue
         names.append(path)
         crops.append(crop)
@@ -74,8 +81,7 @@ def _join(pieces: list[Batch]) -> Batch:
                 names.append(name)
                 kept.append(crop)
             else:
-                failed.append((name, f"it preprocesses to {crop.shape[:2]} pixels, not {first[:2]} as the batch's "
-                                     "first image; set a crop size (do_center_crop) in the processor"))
+                failed.append((name, shape_mismatch(crop.shape[:2], first[:2])))
     return Batch(names, np.stack(kept), failed)
 
 

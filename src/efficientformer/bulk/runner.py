@@ -3,9 +3,13 @@
 `predict_paths` runs an `ImageClassifier` over a list of files: worker processes decode and crop the next
 batches (`bulk.loader`) while the model runs the current one; on a GPU each batch goes through pinned
 memory with a non-blocking copy, and the previous batch's classes are ranked and written while the GPU
-computes. With `output`, each batch's records are appended to the results file as one whole piece
-(`bulk.records`), and a rerun skips every image already there, so a killed job continues where it stopped
-and every image ends up in the file exactly once.
+computes. With `decode="gpu"`, threads read the files' bytes ahead and each batch is decoded, resized and
+normalized on the GPU instead (`preprocessing.gpu_decode`: nvJPEG, within its stated tolerance of the CPU
+path); records, resuming, sharding and the reasons given for failed files are the same.
+
+With `output`, each batch's records are appended to the results file as one whole piece (`bulk.records`),
+and a rerun skips every image already there, so a killed job continues where it stopped and every image
+ends up in the file exactly once.
 
 Under torchrun (a process group initialized, `efficientformer predict` does it), the images not yet in the
 output are split across the ranks, round robin; each rank appends to its own part file, and rank 0 merges
@@ -53,13 +57,14 @@ def predict_paths(classifier, paths: Sequence[str], *, top_k: int = 5, batch_siz
                   names: dict[str, str] | None = None, progress: Any = None,
                   on_result: Callable[[str, list], None] | None = None,
                   on_failure: Callable[[str, str], None] | None = None, keep: bool = True,
-                  draft: bool = False) -> BulkResult:
+                  draft: bool = False, decode: Any = "cpu") -> BulkResult:
     """Classify image files batch by batch.
 
     Args:
         classifier: an `ImageClassifier` (PyTorch or ONNX).
         paths: image files, in order (`bulk.sources.expand_inputs` turns folders, globs and CSV lists into this).
-        workers: decoding processes; None picks `loader.default_workers`, 0 decodes in this process.
+        workers: decoding processes; None picks `loader.default_workers`, 0 decodes in this process. With
+            GPU decoding: the threads that read the files (None: one per core but one; 0 counts as 1).
         output: a `.jsonl` or `.csv` results file, appended batch by batch and resumed from.
         names: the name each path gets in records (default: the path).
         progress: a `bulk.progress.Progress`, or a callable `make(total) -> Progress`, or None.
@@ -67,11 +72,16 @@ def predict_paths(classifier, paths: Sequence[str], *, top_k: int = 5, batch_siz
         keep: keep the predictions in the result (False for jobs too large to hold them).
         draft: decode JPEGs at a reduced DCT scale that still covers the resize (faster for large photos,
             not exact: `efficientformer predict --draft`, BENCHMARKS.md).
+        decode: "cpu" (the exact CPU path, in `workers` processes), "gpu" (nvJPEG on the classifier's CUDA
+            device, `workers` reading threads) or a `preprocessing.gpu_decode.GpuDecoder` (any device).
 
     Raises:
-        InputError: a bad output file name, an output written with another --top-k or not a results file.
+        InputError: a bad output file name, an output written with another --top-k or not a results file;
+            `decode="gpu"` with a model that is not on a CUDA GPU, an ONNX file, or `draft`.
+        MissingDependencyError: `decode="gpu"` without a working torchvision.
     """
     k = top_k_for(classifier, top_k)
+    decoder = gpu_decoder(classifier, decode, draft)
     rank, world, dist = _world()
     fmt = records.output_format(output) if output is not None else None
     result = BulkResult()
@@ -91,8 +101,13 @@ def predict_paths(classifier, paths: Sequence[str], *, top_k: int = 5, batch_siz
         target = records.part_path(output, rank) if dist is not None else output
     if dist is not None:
         todo = todo[rank::world]
-    if workers is None:
-        workers = loader.default_workers(len(todo), batch_size)
+    if decoder is not None:  # reading threads: at least one, one per core but one by default
+        threads = max(1, loader.default_workers(10 ** 9, 1) if workers is None else workers)
+        source = decoder.batches(todo, batch_size, threads)
+    else:
+        if workers is None:
+            workers = loader.default_workers(len(todo), batch_size)
+        source = loader.batches(todo, batch_size, classifier.processor, workers, draft)
     bar = progress(len(todo)) if callable(progress) and not hasattr(progress, "update") else progress
 
     def finish(batch: loader.Batch, logits) -> None:
@@ -117,11 +132,12 @@ def predict_paths(classifier, paths: Sequence[str], *, top_k: int = 5, batch_siz
 
     previous = None
     try:
-        for batch in loader.batches(todo, batch_size, classifier.processor, workers, draft):
+        for batch in source:
             logits = None
-            if batch.crops is not None:
+            if batch.crops is not None or batch.pixels is not None:
                 try:
-                    logits = classifier.logits_from_pixels(classifier.pixels_from_8bit(batch.crops))
+                    pixels = batch.pixels if batch.pixels is not None else classifier.pixels_from_8bit(batch.crops)
+                    logits = classifier.logits_from_pixels(pixels)
                 except (ValueError, RuntimeError) as err:  # out of memory, a broken model: this batch only
                     reason = f"the batch of {len(batch.names)} images from {key(batch.names[0])} failed: {err}"
                     batch = loader.Batch([], None, batch.failed + [(p, reason) for p in batch.names])
@@ -140,3 +156,35 @@ def predict_paths(classifier, paths: Sequence[str], *, top_k: int = 5, batch_siz
             records.merge(output, fmt, order, top_k=k)
         dist.barrier()
     return result
+
+
+def gpu_decoder(classifier, decode: Any, draft: bool = False):
+    """The `GpuDecoder` that `decode` asks for (None for "cpu"), checked against the classifier.
+
+    Raises:
+        InputError: an unknown `decode`; "gpu" with `draft`, an ONNX classifier or a model not on CUDA.
+        MissingDependencyError: "gpu" without a working torchvision (nvJPEG).
+    """
+    if not isinstance(decode, str):  # a GpuDecoder made by the caller (tests: on the CPU)
+        return decode
+    if decode == "cpu":
+        return None
+    from ..errors import InputError
+
+    if decode != "gpu":
+        raise InputError(f"decode={decode!r} is not a decoder; use 'cpu' (exact, worker processes) or 'gpu' (nvJPEG).")
+    if draft:
+        raise InputError("--draft decodes JPEGs at a reduced scale on the CPU and --decode gpu decodes them whole "
+                         "on the GPU; use one of the two.")
+    if getattr(classifier, "model", None) is None:
+        raise InputError("--decode gpu feeds PyTorch models, and an .onnx file runs through onnxruntime; use "
+                         "--decode cpu for it.")
+    device = classifier.device
+    if device.type != "cuda":
+        raise InputError(f"--decode gpu decodes with nvJPEG on a CUDA GPU, but the model runs on {device}; pass "
+                         "--device cuda on a machine with a CUDA GPU, or use --decode cpu.")
+    from ..preprocessing.gpu_decode import GpuDecoder
+
+    dtype = next(classifier.model.parameters()).dtype
+    return GpuDecoder(classifier.processor, device, dtype=dtype,
+                      channels_last=bool(getattr(classifier.model, "channels_last", False)))

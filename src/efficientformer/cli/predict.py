@@ -3,7 +3,9 @@
 Inputs are image files, folders, glob patterns and `.csv` lists of image paths (`efficientformer.bulk.sources`:
 folders are searched recursively for the extensions Pillow decodes, each real file taken once; a file named
 directly is decoded whatever its name). Worker processes (`--workers`) decode and crop the next batches
-while the model runs; on a GPU the batches go through pinned memory with non-blocking copies.
+while the model runs; on a GPU the batches go through pinned memory with non-blocking copies. With
+`--decode gpu`, threads read the files and nvJPEG decodes the JPEGs on the GPU, which also resizes and
+normalizes them (`efficientformer.preprocessing.gpu_decode`; other formats are decoded on the CPU).
 
 With `--output FILE.jsonl` (or `.csv`) each batch's records are appended to the file as one whole piece as
 soon as it is done, and rerunning the same command skips the images already in the file: a job killed
@@ -22,6 +24,7 @@ examples:
   efficientformer predict photos/ "more/*.png" --model efficientformer_l1_300d.pth --top-k 3
   efficientformer predict photos/ --model my-finetuned-folder --format csv > predictions.csv
   efficientformer predict photos/ list.csv --output predictions.jsonl --workers 4   # rerun to resume
+  efficientformer predict photos/ --device cuda --optimize --decode gpu --batch-size 256 --output predictions.jsonl
   torchrun --nproc-per-node 8 -m efficientformer predict photos/ --device cuda --output predictions.jsonl
 """
 
@@ -70,7 +73,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "edges: BENCHMARKS.md)")
     parser.add_argument("--workers", "-j", type=int, default=None,
                         help="processes that decode images ahead of the model (default: one per core but one; "
-                             "0: decode in the main process)")
+                             "0: decode in the main process); with --decode gpu, threads that read the files")
+    parser.add_argument("--decode", choices=("cpu", "gpu"), default="cpu",
+                        help="cpu (default): decode and resize in worker processes, exactly as the processor; "
+                             "gpu: decode JPEGs with nvJPEG and resize on the GPU (needs CUDA and torchvision; "
+                             "pixel values within a few 8-bit levels of cpu: BENCHMARKS.md, GPU decoding)")
 
 
 class _Printer:
@@ -122,6 +129,25 @@ def _progress(total: int):
     return Progress(total, "predicting")
 
 
+def _check_gpu_decode(args: argparse.Namespace) -> None:
+    """Refuse --decode gpu where it cannot run, before any model is read."""
+    from ..errors import InputError
+
+    if args.device == "cpu":
+        raise InputError("--decode gpu decodes on a CUDA GPU, but --device cpu was given; drop one of the two.")
+    if args.draft:
+        raise InputError("--draft decodes JPEGs at a reduced scale on the CPU and --decode gpu decodes them whole "
+                         "on the GPU; use one of the two.")
+    try:
+        import torch
+    except ImportError:
+        raise InputError("--decode gpu feeds PyTorch models on a CUDA GPU, and PyTorch is not installed; use "
+                         "--decode cpu (the default).") from None
+    if not torch.cuda.is_available():
+        raise InputError("--decode gpu decodes with nvJPEG on a CUDA GPU, and PyTorch sees none here; use "
+                         "--decode cpu (the default).")
+
+
 def run(args: argparse.Namespace) -> int:
     from ..bulk.runner import predict_paths
     from ..classifier import ImageClassifier
@@ -131,6 +157,8 @@ def run(args: argparse.Namespace) -> int:
     require_positive(("--top-k", args.top_k), ("--batch-size", args.batch_size))
     if args.workers is not None and args.workers < 0:
         raise InputError(f"--workers must be 0 (decode in the main process) or more, got {args.workers}.")
+    if args.decode == "gpu":
+        _check_gpu_decode(args)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and args.output is None:
         raise InputError(f"{world} processes (torchrun) need --output FILE.jsonl or FILE.csv to write to; "
@@ -193,7 +221,7 @@ def run(args: argparse.Namespace) -> int:
         result = predict_paths(classifier, paths, top_k=args.top_k, batch_size=args.batch_size,
                                workers=args.workers, output=args.output, names=shown, progress=progress,
                                on_result=printer.add if printer is not None else None, on_failure=failure,
-                               keep=False, draft=args.draft)
+                               keep=False, draft=args.draft, decode=args.decode)
     finally:
         if printer is not None:
             printer.close()
