@@ -14,6 +14,11 @@ rows measured so far, written after every part):
   kernel   pytest -k triton of tests/test_optimize_gpu.py (the kernel's correctness tests alone)
   stem     L1's stem at batch 256 and 1: cuDNN convs against the stem kernel's tiles
   pool     stages 3-4 at batch 256: residual add + pooling + lerp, Inductor against the add_pool_lerp kernel
+  train    L1 training steps at batch 256, bf16 autocast, channels-last, fused AdamW (benchmarks/train_speed.py's
+           loop): ours and timm compiled alike in each mode (each plan compiles for ~100 s)
+  v2       EfficientFormerV2 S0 (batch 256, 1, 8), S1, S2 and L (batch 256): ours against timm's V2, as l1
+  e2e      benchmarks/end_to_end.py: L1 bf16 optimized, 3,000 640x480 JPEGs on disk -> labels, against the model
+           alone, CPU decoding in worker processes (and GPU decoding where end_to_end.py offers it)
 
     PYTHONPATH=src python benchmarks/gpu_bench.py --parts ceil,l1,l3,l7,tests
     # JSON (dated) and log go to $OUT (or --out); copy them into benchmarks/results/
@@ -348,6 +353,55 @@ def variants(min_time: float, tuned: dict) -> dict:
     return out
 
 
+TRAIN_PLANS = [  # (label, model maker, torch.compile mode: True is the default mode)
+    ("timm compiled", "timm", True),
+    ("ours compiled", "ours", True),
+    ("timm reduce-overhead", "timm", "reduce-overhead"),
+    ("ours reduce-overhead", "ours", "reduce-overhead"),
+]
+
+
+def training(batch: int = 256, steps: int = 20, windows: int = 3, plans: list | None = None) -> dict:
+    """Training images/s of each plan in one process (same loop, data on the GPU, bf16 autocast)."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import train_speed
+
+    makers = {"timm": train_speed.timm_l1, "ours": train_speed.our_l1}
+    out: dict = {"batch": batch, "rows": []}
+    for label, maker, mode in plans or TRAIN_PLANS:
+        t0 = time.perf_counter()
+        try:
+            torch.manual_seed(0)
+            torch.cuda.reset_peak_memory_stats()
+            row = train_speed.measure(makers[maker](), batch, 224, steps, windows, "bf16", mode)
+        except Exception as err:  # noqa: BLE001 - the other plans still run
+            row = {"error": f"{type(err).__name__}: {str(err)[:300]}"}
+        row.update(label=label, seconds_with_compile=time.perf_counter() - t0)
+        out["rows"].append(row)
+        log(f"train {label}: {row.get('images_per_s', row.get('error'))} img/s ({row['seconds_with_compile']:.0f} s)")
+        torch._dynamo.reset()
+        torch.cuda.empty_cache()
+    return out
+
+
+def end_to_end(extra: list[str]) -> dict:
+    """benchmarks/end_to_end.py as a subprocess (its own worker processes), its JSON read back."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    out: dict = {}
+    for decode in ["cpu"] + (["gpu"] if "--decode" in open(os.path.join(here, "end_to_end.py")).read() else []):
+        target = os.path.join(os.environ.get("OUT", "/tmp"), f"end_to_end_{decode}.json")
+        cmd = [sys.executable, os.path.join(here, "end_to_end.py"), "--models", "l1", "--device", "cuda",
+               "--dtype", "bfloat16", "--optimize", "--images", "3000", "--batch-size", "256", "--write", target,
+               *extra] + (["--decode", decode] if decode == "gpu" else [])
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "PYTHONPATH": os.path.join(os.path.dirname(here), "src")})
+        out[decode] = {"rc": proc.returncode, "tail": (proc.stdout + proc.stderr)[-3000:]}
+        if os.path.exists(target):
+            out[decode]["result"] = json.load(open(target))
+        log(f"e2e {decode} rc={proc.returncode}\n{proc.stdout[-1500:]}{proc.stderr[-800:]}")
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--parts", default="ceil,l1,l3,l7,tests")
@@ -391,6 +445,14 @@ def main() -> int:
                 results["variants"] = variants(args.min_time, results["tiles"])
             elif part in ("l3", "l7"):
                 results[part] = compare(part, [256], args.min_time, extra_modes={"no-triton-pool": {"triton_pool": False}})
+            elif part == "train":
+                results["train"] = training()
+            elif part == "v2":
+                results["v2"] = {name: compare(name, batches, args.min_time) for name, batches in
+                                 (("s0", [256, 1, 8]), ("l", [256]), ("s1", [256]), ("s2", [256]))
+                                 if time.perf_counter() - STARTED < args.budget}
+            elif part == "e2e":
+                results["e2e"] = end_to_end([])
             elif part == "kernel":
                 proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-k",
                                        "triton", "tests/test_optimize_gpu.py"], capture_output=True, text=True,

@@ -46,10 +46,16 @@ def logits_of(out) -> torch.Tensor:
 
 
 def measure(model: torch.nn.Module, batch_size: int, image_size: int, steps: int, windows: int,
-            precision: str, compile_model: bool) -> dict:
+            precision: str, compile_model: bool | str) -> dict:
+    """Training images/s of `model` in the loop above; `compile_model`: False, True (torch.compile's default
+    mode) or a torch.compile mode name ("reduce-overhead", "max-autotune-no-cudagraphs", ...)."""
     device = torch.device("cuda")
     model = model.to(device).to(memory_format=torch.channels_last).train()
-    step_model = torch.compile(model) if compile_model else model
+    if compile_model:
+        mode = None if compile_model is True else compile_model
+        step_model = torch.compile(model, mode=mode)
+    else:
+        step_model = model
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05, fused=True)
     x = torch.randn(batch_size, 3, image_size, image_size, device=device).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 1000, (batch_size,), device=device)

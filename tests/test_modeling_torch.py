@@ -203,6 +203,29 @@ def test_drop_path_rates_rise_linearly_and_training_stays_finite():
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
+def test_channels_last_training_computes_the_same_loss_and_gradients():
+    # on channels-last memory the Meta4D MLP's 1x1 convolutions run as matrix products (layers._pointwise):
+    # the same function, so the same loss, gradients and BatchNorm statistics as on contiguous NCHW memory
+    torch.manual_seed(0)
+    model = EfficientFormerForImageClassificationWithTeacher(tiny_config()).train()
+    randomize(model)
+    twin = EfficientFormerForImageClassificationWithTeacher(tiny_config()).train()
+    twin.load_state_dict(model.state_dict())
+    twin = twin.to(memory_format=torch.channels_last)
+    x, labels = torch.randn(3, 3, 64, 64), torch.tensor([0, 1, 2])
+    loss = model(x, labels=labels).loss
+    loss_cl = twin(x.contiguous(memory_format=torch.channels_last), labels=labels).loss
+    loss.backward()
+    loss_cl.backward()
+    assert abs(loss.item() - loss_cl.item()) < 1e-5
+    grads = dict(twin.named_parameters())
+    for name, param in model.named_parameters():
+        close(grads[name].grad, param.grad, tol=1e-5)
+    buffers = dict(twin.named_buffers())
+    for name, buffer in model.named_buffers():  # the running statistics each BatchNorm took of the batch
+        close(buffers[name], buffer, tol=1e-5)
+
+
 def reference_bias(attention) -> torch.Tensor:
     return attention.attention_biases[:, attention.attention_bias_idxs]
 

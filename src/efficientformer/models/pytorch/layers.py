@@ -133,8 +133,18 @@ class ConvMlp(nn.Module):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.dropout(self.activation(self.batchnorm_before(self.convolution1(x))))
-        return self.dropout(self.batchnorm_after(self.convolution2(x)))
+        x = self.dropout(self.activation(self.batchnorm_before(_pointwise(self.convolution1, x))))
+        return self.dropout(self.batchnorm_after(_pointwise(self.convolution2, x)))
+
+
+def _pointwise(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """The 1x1 convolution `conv(x)`. On channels-last memory it is the same function as a matrix product over the
+    rows (B*H*W, C) of the NHWC view, and computed as one: cuBLAS and Inductor then run a plain GEMM with the bias
+    in its epilogue (L1 training on an H200, bf16, batch 256: 4% more images/s than as a convolution,
+    BENCHMARKS.md). Traced export keeps the convolution, which every converter knows."""
+    if torch.jit.is_tracing() or not x.is_contiguous(memory_format=torch.channels_last):
+        return conv(x)
+    return F.linear(x.permute(0, 2, 3, 1), conv.weight.flatten(1), conv.bias).permute(0, 3, 1, 2)
 
 
 class Meta4D(nn.Module):
