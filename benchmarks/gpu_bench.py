@@ -17,9 +17,6 @@ rows measured so far, written after every part):
   train    L1 training steps at batch 256, bf16 autocast, channels-last, fused AdamW (benchmarks/train_speed.py's
            loop): ours and timm compiled alike in each mode (each plan compiles for ~100 s)
   v2       EfficientFormerV2 S0 (batch 256, 1, 8), S1, S2 and L (batch 256): ours against timm's V2, as l1
-  small    issue 15: the split-hidden MLP kernels of stages 3-4 (kernel_mlp): their tiles per stage at batch 1 and
-           8 (cuBLAS path alongside; 32 with the rule's tile), then L1 at batch 256, 1, 8, 32: defaults (tuned
-           tiles) against timm's best and against triton_small_mlp=False, with a batch-1 profile
   e2e      benchmarks/end_to_end.py: L1 bf16 optimized, 3,000 640x480 JPEGs on disk -> labels, against the model
            alone, CPU decoding in worker processes (and GPU decoding where end_to_end.py offers it)
 
@@ -31,7 +28,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import math
 import os
 import subprocess
 import sys
@@ -406,181 +402,6 @@ def end_to_end(extra: list[str]) -> dict:
     return out
 
 
-SMALL_BATCHES = {1: "tiles", 8: "tiles", 32: "rule"}  # batch -> what the `small` part times at it
-SUM_CANDIDATES = [(16, 32, 2), (16, 64, 4), (32, 32, 4), (16, 16, 1), (32, 64, 4)]  # sum_pool_lerp tiles, batch 1
-
-
-def _small_candidates(channels: int, hidden: int, rows: int, limit: int = 12) -> list[tuple]:
-    """The rule's split-MLP tile for this shape first, then others near it: row tiles of 16-64 (16-32 past 256
-    channels), hidden chunks of 32/64 (16/32), splits that give 16-256 programs, the warps that keep each tile
-    in registers (ptxas for sm_90: 4 only for 16-row tiles of at most 256 channels), then the rule's tile at
-    the other warp count."""
-    from efficientformer.deploy import kernel_mlp
-
-    rule = kernel_mlp.split_config(channels, hidden, rows)
-    wide = kernel_mlp.padded(channels) > 256
-    found = [rule]
-    for block_m in ((16, 32) if wide else (16, 32, 64)):
-        for block_h in ((16, 32) if wide else (32, 64)):
-            chunks = hidden // block_h
-            for splits in (d for d in range(1, min(chunks, 32) + 1) if chunks % d == 0):
-                programs = -(-rows // block_m) * splits
-                if 16 <= programs <= 256:
-                    found.append((block_m, block_h, splits, 8 if wide or block_m > 16 else 4, 2))
-    found.append(rule[:3] + (rule[3] * 2 if rule[3] < 8 else 4, rule[4]))
-    found = list(dict.fromkeys(found))  # the rule first, no repeats
-    near = sorted(found[1:], key=lambda c: (abs(math.log2(c[2] / rule[2])), abs(c[0] - rule[0])))
-    return [rule] + near[:limit - 1]
-
-
-def small_mlp_timing(min_time: float) -> dict:
-    """Stages 3 and 4 of L1 (6 Meta4D blocks at 14x14x224, 3 at 7x7x448) as one CUDA graph each, at batch 1, 8
-    and 32: cuBLAS products + add_pool_lerp (the path before the split kernels) against the split-hidden MLP
-    kernels at each candidate tile (batch 1 and 8; batch 32: the rule's tile only); every output checked against
-    the float32 blocks. Returns every timing and the fastest tile per (width, hidden, rows)."""
-    from efficientformer.deploy import kernel_mlp, kernels
-    from efficientformer.deploy.optimize import FusedMeta4D, capture_cuda_graph, fuse, linear_gelu_op
-
-    dev, bf16 = torch.device("cuda"), torch.bfloat16
-    kernels.add_pool_lerp_op()
-    linear_gelu_op()
-    kernel_mlp.register_ops()
-    model = build_model("l1")
-    ref_blocks = [b for b in fuse(model).to(dev).to(memory_format=torch.channels_last).convs
-                  if isinstance(b, FusedMeta4D)]
-    fused = fuse(model).to(dev, bf16).to(memory_format=torch.channels_last)
-    blocks = [b for b in fused.convs if isinstance(b, FusedMeta4D)]
-    out: dict = {"rows": [], "best": []}
-    for channels, size in ((224, 14), (448, 7)):
-        stage = torch.nn.Sequential(*[b for b in blocks if b.w1.shape[1] == channels])
-        ref_stage = torch.nn.Sequential(*[b for b in ref_blocks if b.w1.shape[1] == channels])
-        for before, block in zip(stage, stage[1:]):  # as optimize() chains them
-            before.defer_residual = block.pool_kernel = before.small_handoff = True
-        for block in stage:
-            block.gelu_epilogue = True
-            block.enable_small_mlp(1 << 30)
-        hidden = stage[0].w1.shape[0]
-        for batch, what in SMALL_BATCHES.items():
-            rows = batch * size * size
-            x = torch.randn(batch, channels, size, size, device=dev).contiguous(memory_format=torch.channels_last)
-            with torch.no_grad():
-                ref = ref_stage(x)
-            plans = [("cublas", None)] + [("split", cfg) for cfg in (
-                _small_candidates(channels, hidden, rows) if what == "tiles"
-                else [kernel_mlp.split_config(channels, hidden, rows)])]
-            best = None
-            for label, cfg in plans:
-                for block in stage:
-                    block.small_mlp = cfg is not None
-                kernel_mlp.TUNED.pop((kernel_mlp.padded(channels), hidden, rows), None)
-                if cfg is not None:
-                    kernel_mlp.TUNED[(kernel_mlp.padded(channels), hidden, rows)] = cfg
-                try:
-                    with torch.no_grad():
-                        graph, _, static_out = capture_cuda_graph(lambda inp: stage(inp), x.to(bf16))
-                        graph.replay()
-                        err = rel(static_out, ref)
-                        seconds = time_call(graph.replay, dev, min_time=min_time)
-                except Exception as err_:  # out of shared memory or registers for this tile
-                    log(f"small {channels} b={batch} {label} {cfg} failed: {type(err_).__name__}: {str(err_)[:100]}")
-                    continue
-                row = {"channels": channels, "batch": batch, "rows": rows, "impl": label, "config": cfg,
-                       "blocks": len(stage), "us": seconds * 1e6, "us_per_block": seconds * 1e6 / len(stage),
-                       "rel_err": err}
-                out["rows"].append(row)
-                log(f"small {channels}x{size}x{size} b={batch} {label} {cfg}: {seconds * 1e6:.1f} us "
-                    f"({row['us_per_block']:.1f} per block) err {err:.1e}")
-                if cfg is not None and err < 1e-2 and (best is None or seconds < best[0]):
-                    best = (seconds, cfg)
-                del graph, static_out
-            if best is not None and batch == 1:  # the pooling kernel's tiles, with the best split tile
-                kernel_mlp.TUNED[(kernel_mlp.padded(channels), hidden, rows)] = best[1]
-                for sum_cfg in SUM_CANDIDATES:
-                    kernel_mlp.SUM_CONFIG = sum_cfg
-                    try:
-                        with torch.no_grad():
-                            graph, _, static_out = capture_cuda_graph(lambda inp: stage(inp), x.to(bf16))
-                            graph.replay()
-                            seconds = time_call(graph.replay, dev, min_time=min_time)
-                    except Exception as err_:  # this tile does not compile here
-                        log(f"small {channels} b=1 sum tile {sum_cfg} failed: {type(err_).__name__}: {str(err_)[:100]}")
-                        continue
-                    out["rows"].append({"channels": channels, "batch": batch, "rows": rows, "impl": "split+sum_tile",
-                                        "config": best[1], "sum_config": sum_cfg, "us": seconds * 1e6,
-                                        "rel_err": rel(static_out, ref)})
-                    log(f"small {channels} b=1 sum_pool_lerp tile {sum_cfg}: {seconds * 1e6:.1f} us")
-                    del graph, static_out
-                kernel_mlp.SUM_CONFIG = None
-            kernel_mlp.TUNED.pop((kernel_mlp.padded(channels), hidden, rows), None)
-            if best is not None:
-                out["best"].append([[kernel_mlp.padded(channels), hidden, rows], list(best[1]), best[0] * 1e6])
-    return out
-
-
-def _suggested_max_rows(rows: list[dict]) -> int:
-    """The largest row count up to which the split kernels (best tile) beat cuBLAS at every measured shape
-    (0: they lose already at the smallest)."""
-    times: dict = {}
-    for row in rows:
-        key = (row["channels"], row["rows"])
-        side = "cublas" if row["impl"] == "cublas" else "split"
-        if row["rel_err"] < 1e-2:
-            times.setdefault(key, {}).setdefault(side, []).append(row["us"])
-    wins: dict[int, bool] = {}
-    for (_, count), sides in times.items():
-        won = "split" in sides and "cublas" in sides and min(sides["split"]) < min(sides["cublas"])
-        wins[count] = wins.get(count, True) and won
-    best = 0
-    for count in sorted(wins):
-        if not wins[count]:
-            break
-        best = count
-    return best
-
-
-def small_mlp_part(min_time: float) -> dict:
-    """Issue 15, batch-1 latency: the split-hidden MLP kernels of stages 3-4 (`kernel_mlp`). Their tiles timed
-    per stage and batch (`small_mlp_timing`), the fastest kept in kernel_mlp.TUNED, then L1 at batch 256, 1, 8
-    and 32: optimize() defaults against timm's best mode (compare(), with a batch-1 profile) and against
-    triton_small_mlp=False, outputs against float32."""
-    from efficientformer.deploy import kernel_mlp
-
-    result: dict = {"tiles": small_mlp_timing(min(min_time, 0.3))}
-    for key, cfg, _ in result["tiles"]["best"]:
-        kernel_mlp.TUNED[tuple(key)] = tuple(cfg)
-    result["tuned"] = {str(k): v for k, v in kernel_mlp.TUNED.items()}
-    result["max_rows_default"] = kernel_mlp.MAX_ROWS
-    kernel_mlp.MAX_ROWS = result["max_rows_suggested"] = _suggested_max_rows(result["tiles"]["rows"])
-    log(f"small: tuned tiles {result['tuned']}; MAX_ROWS {result['max_rows_default']} -> {kernel_mlp.MAX_ROWS}")
-    torch.cuda.empty_cache()
-    batches = [256, 1, 8, 32]
-    result["compare"] = compare("l1", batches, min_time, profile=True)
-    if time.perf_counter() - STARTED > 470:  # one call has 600 s: keep what is measured
-        log("small: no time left for triton_small_mlp=False (run --parts small again with a lower --min-time)")
-        return result
-    dev = torch.device("cuda")
-    model = build_model("l1")
-    ref_model = build_model("l1").to(dev)
-    gen = torch.Generator().manual_seed(1)  # compare()'s inputs
-    inputs = {b: torch.randn(b, 3, 224, 224, generator=gen).to(dev) for b in batches}
-    with torch.no_grad():
-        refs = {b: torch.cat([ref_model(c).logits for c in x.split(64)]) for b, x in inputs.items()}
-    del ref_model
-    off = optimize(model, device="cuda", triton_small_mlp=False)
-    result["off"] = []
-    for batch in batches:
-        with torch.no_grad():
-            err = rel(off(inputs[batch]), refs[batch])
-            seconds = time_call(lambda: off(inputs[batch]), dev, min_time=min_time)
-        ours = next(r for r in result["compare"]["rows"] if r["batch"] == batch)
-        row = {"batch": batch, "off_ms": seconds * 1e3, "off_rel_err": err, "ours_ms": ours["ours_ms"],
-               "timm_ms": ours["timm_ms"], "speedup_from_small_mlp": seconds * 1e3 / ours["ours_ms"]}
-        result["off"].append(row)
-        log(f"l1 b={batch}: defaults {ours['ours_ms']:.3f} ms, triton_small_mlp=False {seconds * 1e3:.3f} ms "
-            f"(err {err:.1e}), timm {ours['timm_ms']:.3f} ms")
-    return result
-
-
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--parts", default="ceil,l1,l3,l7,tests")
@@ -630,8 +451,6 @@ def main() -> int:
                 results["v2"] = {name: compare(name, batches, args.min_time) for name, batches in
                                  (("s0", [256, 1, 8]), ("l", [256]), ("s1", [256]), ("s2", [256]))
                                  if time.perf_counter() - STARTED < args.budget}
-            elif part == "small":
-                results["small"] = small_mlp_part(args.min_time)
             elif part == "e2e":
                 results["e2e"] = end_to_end([])
             elif part == "kernel":

@@ -1,6 +1,5 @@
-"""optimize() on a CUDA GPU: the Triton kernels (Meta4D block, stem, add + pool + lerp, small-batch split MLP),
-the default mode (bf16, compile, CUDA graphs, Triton, matmul attention, GELU epilogue) and CUDA graphs over many
-shapes. Marked `gpu`; skipped without CUDA (CI),
+"""optimize() on a CUDA GPU: the Triton kernels (Meta4D block, stem, add + pool + lerp), the default mode (bf16, compile, CUDA graphs, Triton,
+matmul attention, GELU epilogue) and CUDA graphs over many shapes. Marked `gpu`; skipped without CUDA (CI),
 run on the H200 by benchmarks/gpu_bench.py."""
 
 from __future__ import annotations
@@ -109,59 +108,6 @@ def test_add_pool_lerp_kernel_matches_pytorch(shape, dtype):
     out = kernels.add_pool_lerp_launch(m.to(dtype), y.to(dtype), mix.to(dtype), 3)
     assert out.dtype == dtype and out.is_contiguous(memory_format=torch.channels_last)
     assert rel(out, expected) < 1e-2
-
-
-@pytest.mark.parametrize("shape", [(1, 224, 14, 14, 896), (1, 448, 7, 7, 1792), (2, 224, 14, 14, 896),
-                                   (8, 448, 7, 7, 1792), (3, 40, 5, 7, 160)])  # 196, 49, 392, 392, 105 rows
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_triton_small_mlp_kernels_match_pytorch(shape, dtype):
-    """Stages 3-4 at small batches: the split-hidden MLP and both ways of summing its partials, against the
-    float32 block (tanh GELU, as the kernel's default)."""
-    pytest.importorskip("triton")
-    import torch.nn.functional as F
-
-    from efficientformer.deploy import kernel_mlp
-
-    batch, channels, height, width, hidden = shape
-    m = torch.randn(batch, channels, height, width, device="cuda").contiguous(memory_format=torch.channels_last)
-    w1, b1 = torch.randn(hidden, channels, device="cuda") / channels ** 0.5, torch.randn(hidden, device="cuda") / 10
-    w2, b2 = torch.randn(channels, hidden, device="cuda") / hidden ** 0.5, torch.randn(channels, device="cuda") / 10
-    mix = torch.rand(channels, device="cuda")
-    x = m.permute(0, 2, 3, 1)
-    expected = (x + F.gelu(x @ w1.t() + b1, approximate="tanh") @ w2.t() + b2).permute(0, 3, 1, 2)
-    expected_mix = torch.lerp(expected, F.avg_pool2d(expected, 3, 1, 1, count_include_pad=False), mix.view(-1, 1, 1))
-    md = m.to(dtype)
-    parts = kernel_mlp.mlp_split_launch(md, w1.to(dtype), b1.to(dtype), kernel_mlp.prepare_weights(w2.to(dtype)),
-                                        b2.to(dtype), 0)
-    out = kernel_mlp.sum_partials_launch(parts, md)
-    mixed = kernel_mlp.sum_pool_lerp_launch(parts, md, mix.to(dtype), 3)
-    again = kernel_mlp.sum_partials_launch(kernel_mlp.mlp_split_launch(
-        md, w1.to(dtype), b1.to(dtype), kernel_mlp.prepare_weights(w2.to(dtype)), b2.to(dtype), 0), md)
-    assert torch.equal(out, again)  # partials summed in a fixed order: the same bits every call
-    for got, want in ((out, expected), (mixed, expected_mix)):
-        assert got.dtype == dtype and got.is_contiguous(memory_format=torch.channels_last)
-        assert rel(got, want) < 1e-2
-
-
-@pytest.fixture(scope="module")
-def small_mlp_pair(l1):
-    """L1 optimized with the split-hidden MLP kernels (the default) and without, compiled for batch 1, 4, 8."""
-    pytest.importorskip("triton")
-    return (optimize(l1, device="cuda", batch_buckets=(1, 4, 8)),
-            optimize(l1, device="cuda", batch_buckets=(1, 4, 8), triton_small_mlp=False))
-
-
-@pytest.mark.parametrize("batch", [1, 3, 8])  # 3: padded to the bucket of 4
-def test_split_mlp_default_agrees_with_cublas_path(l1, small_mlp_pair, batch):
-    """optimize() with the split-hidden MLP kernels and without them: the same logits within bf16 rounding,
-    both within 1e-2 of float32."""
-    fast, cublas = small_mlp_pair
-    assert all(b.small_mlp for b in fast.fused.convs if isinstance(b, FusedMeta4D) and not b.triton)
-    assert not any(getattr(b, "small_mlp", False) for b in cublas.fused.convs)
-    x = torch.randn(batch, 3, 224, 224)
-    ref = reference(l1, x)
-    ours, theirs = fast(x), cublas(x)
-    assert rel(ours, theirs) < 1e-2 and rel(ours, ref) < 1e-2 and rel(theirs, ref) < 1e-2
 
 
 def test_default_mode_is_the_fast_one_and_close_to_float32(l1):

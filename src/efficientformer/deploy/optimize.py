@@ -21,9 +21,8 @@ new, eval-only network (`FusedEfficientFormer`) that computes the same function 
 - `torch.compile` (any of its modes) and CUDA-graph replay per batch bucket and image size, and on CUDA
   Triton kernels (`kernels="triton"`, see `efficientformer.deploy.kernels`) for a whole Meta4D block of
   stages 1-2 in one pass, for the stem's two convs, and for the residual add + pooling + lerp between the
-  matrix-product blocks of stages 3-4 (at small batches, for their whole MLP: `efficientformer.deploy.kernel_mlp`):
-  the defaults on CUDA, where `optimize(model, device="cuda")` picks the fastest mode measured; any sequence of
-  input shapes keeps working (see `OptimizedEfficientFormer`).
+  matrix-product blocks of stages 3-4: the defaults on CUDA, where `optimize(model, device="cuda")` picks the
+  fastest mode measured; any sequence of input shapes keeps working (see `OptimizedEfficientFormer`).
 
 EfficientFormerV2 models (`EfficientFormerV2Model` and its classifiers) are folded by `efficientformer.deploy.fold_v2`
 (BatchNorms, layer scales, the query scale and the first talking head's bias), and then placed, cast and compiled
@@ -193,13 +192,6 @@ class FusedMeta4D(nn.Module):
         # `defer_residual` hands such a pair to the next block instead of adding it here.
         self.pool_kernel = False
         self.defer_residual = False
-        # Set by optimize(triton_small_mlp=True) on the same blocks: inputs of at most `small_max_rows` pixels
-        # (batch x H x W; fixed per batch bucket when compiled or captured) run the MLP as split-hidden Triton
-        # kernels (`kernel_mlp`); `small_handoff` passes their partial sums to the next block, which sums them
-        # while it pools.
-        self.small_mlp = False
-        self.small_max_rows = 0
-        self.small_handoff = False
         dim = mlp.convolution1.in_channels
         self.pool_size = int(pool.kernel_size if isinstance(pool.kernel_size, int) else pool.kernel_size[0])
         self.activation = copy.deepcopy(mlp.activation)
@@ -227,33 +219,8 @@ class FusedMeta4D(nn.Module):
         self.triton = True
         return True
 
-    def enable_small_mlp(self, max_rows: int) -> bool:
-        """Run the MLP of inputs of at most `max_rows` pixels as `kernel_mlp`'s split-hidden Triton kernels. Call
-        after the module has its final device and dtype. Returns whether this block's shape is supported."""
-        from . import kernel_mlp
-
-        hidden, dim = self.w1.shape
-        if self.triton or not kernel_mlp.supported(dim, hidden, self.activation_name):
-            return False
-        kernel_mlp.register_ops()
-        self.register_buffer("w2k", kernel_mlp.prepare_weights(self.w2), persistent=False)
-        self.small_mlp, self.small_max_rows = True, max_rows
-        return True
-
-    def _small(self, x: torch.Tensor) -> bool:
-        """Whether this input's MLP runs as the split-hidden kernels (a shape test: static when compiled)."""
-        return (self.small_mlp and x.shape[0] * x.shape[2] * x.shape[3] <= self.small_max_rows
-                and x.is_contiguous(memory_format=torch.channels_last))
-
     def forward(self, x: torch.Tensor | tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor | tuple:
-        from .kernel_mlp import Partials
-
-        if isinstance(x, Partials):  # the float32 partial sums of a block before that ran the split kernels
-            if self._small(x.like):
-                return self._mlp(torch.ops.efficientformer.sum_pool_lerp(x.parts, x.like, self.mix_scale.view(-1),
-                                                                         self.pool_size))
-            x = torch.ops.efficientformer.sum_partials(x.parts, x.like)
-        elif isinstance(x, tuple):  # (mixed, mlp output) of a block with defer_residual: its output is their sum
+        if isinstance(x, tuple):  # (mixed, mlp output) of a block with defer_residual: its output is their sum
             if self.pool_kernel and x[0].is_cuda:
                 return self._mlp(torch.ops.efficientformer.add_pool_lerp(x[0], x[1], self.mix_scale.view(-1),
                                                                          self.pool_size))
@@ -272,16 +239,7 @@ class FusedMeta4D(nn.Module):
         return self._mlp(x)
 
     def _mlp(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """`x + W2' act(W1' x + b1') + b2'` for the mixed input x (or the pair, with defer_residual; or the
-        partials, with the split kernels and small_handoff)."""
-        if self._small(x):
-            from .kernel_mlp import ACTIVATION_CODES, Partials
-
-            parts = torch.ops.efficientformer.mlp_split(x, self.w1, self.b1, self.w2k, self.b2,
-                                                        ACTIVATION_CODES[self.activation_name])
-            if self.small_handoff:
-                return Partials(parts, x)
-            return torch.ops.efficientformer.sum_partials(parts, x)
+        """`x + W2' act(W1' x + b1') + b2'` for the mixed input x (or the pair, with defer_residual)."""
         if self.gelu_epilogue and x.is_contiguous(memory_format=torch.channels_last):
             hidden = _linear_gelu(x.permute(0, 2, 3, 1), self.w1, self.b1).permute(0, 3, 1, 2)
         else:
@@ -564,8 +522,7 @@ class OptimizedEfficientFormer(nn.Module):
         return (f"device={self.device}, dtype={self.dtype}, channels_last={self.channels_last}, "
                 f"compile={self.compile_mode}, cuda_graphs={self.cuda_graphs}, "
                 f"triton={any(getattr(b, 'triton', False) for b in self.fused.convs)}, "
-                f"triton_stem={self.fused.stem.triton}, "
-                f"triton_small_mlp={any(getattr(b, 'small_mlp', False) for b in self.fused.convs)}")
+                f"triton_stem={self.fused.stem.triton}")
 
     def prepare_input(self, pixel_values: torch.Tensor, convert: bool = True) -> torch.Tensor:
         """Check the images and move them to the device (and, with `convert`, the dtype and memory format) of
@@ -721,36 +678,21 @@ def _chain_pool_kernels(fused: FusedEfficientFormer) -> None:
             before.defer_residual = block.pool_kernel = True
 
 
-def _chain_small_mlp(fused: FusedEfficientFormer, max_rows: int) -> None:
-    """Enable the split-hidden MLP kernels on the matrix-product Meta4D blocks, and let each such block hand its
-    partial sums to a next one that takes them (see `FusedMeta4D.small_handoff`)."""
-    blocks = list(fused.convs)
-    for block in blocks:
-        if isinstance(block, FusedMeta4D):
-            block.enable_small_mlp(max_rows)
-    for before, block in zip(blocks, blocks[1:]):
-        if (isinstance(before, FusedMeta4D) and isinstance(block, FusedMeta4D) and before.small_mlp
-                and block.small_mlp and before.pool_size == block.pool_size):
-            before.small_handoff = True
-
-
 def optimize(model: nn.Module, image_size: tuple[int, int] | int | None = None, *, dtype: Any = None,
              device: Any = None, channels_last: bool = True, compile: bool | str | None = None,
              cuda_graphs: bool | None = None, kernels: str | bool | None = "auto", triton_max_channels: int = 128,
              pad_stem: bool = False, triton_stem: bool = True, triton_pool: bool = True,
-             triton_small_mlp: bool = True,
              attention: str | None = None, gelu_epilogue: bool | None = None,
              batch_buckets: tuple[int, ...] | None = None, max_shapes: int = 64,
              max_graphs: int = 32) -> OptimizedEfficientFormer:
     """Prepare an EfficientFormer for fast inference in one call (the model itself is left untouched).
 
     With no options it picks the fastest mode measured for the device (BENCHMARKS.md): on CUDA bfloat16,
-    `torch.compile`, CUDA graphs, the Triton kernels (Meta4D block, stem, add + pool + lerp, the small-batch
-    MLP; when triton is installed), matmul attention and the GELU epilogue; on the CPU the folded float32 network on channels-last
+    `torch.compile`, CUDA graphs, the Triton kernels (Meta4D block, stem, add + pool + lerp; when triton is
+    installed), matmul attention and the GELU epilogue; on the CPU the folded float32 network on channels-last
     memory, uncompiled (compiling it gained nothing measurable on the CPU and costs tens of seconds per shape).
     Every speed-up can be switched off on its own (`compile=False`, `cuda_graphs=False`, `kernels=None`,
-    `triton_stem=False`, `triton_pool=False`, `triton_small_mlp=False`, `attention="sdpa"`, `gelu_epilogue=False`,
-    `dtype="fp32"`). The one-time cost (building, then each compile and graph capture
+    `triton_stem=False`, `triton_pool=False`, `attention="sdpa"`, `gelu_epilogue=False`, `dtype="fp32"`). The one-time cost (building, then each compile and graph capture
     on first use of a shape) is in the result's `setup_seconds` and logged at INFO level on the
     `efficientformer.optimize` logger; `result.warmup()` pays it ahead.
 
@@ -786,12 +728,6 @@ def optimize(model: nn.Module, image_size: tuple[int, int] | int | None = None, 
             `triton_max_channels`) after another such block starts with one Triton kernel that adds the block
             before's residual, pools and mixes (`kernels.add_pool_lerp_launch`), instead of writing the sum and
             reading it back. Default True; False keeps Inductor's two passes.
-        triton_small_mlp: with the Triton kernels, those same blocks run their MLP, for inputs of at most
-            `kernel_mlp.MAX_ROWS` pixels (batch x H x W, e.g. L1 at batch 1-8), as one split-hidden Triton kernel
-            (`efficientformer.deploy.kernel_mlp`: row tiles x hidden splits programs, the 4x-wide hidden kept on
-            chip) whose float32 partial sums the next block's pooling kernel adds up as it loads them
-            (deterministic), instead of two latency-bound cuBLAS products and a pooling kernel. Larger inputs
-            (batch 256) keep cuBLAS; the choice is made per batch bucket. Default True; False keeps cuBLAS.
         attention: "sdpa" (`F.scaled_dot_product_attention` with the bias as mask) or "matmul" (two matrix
             products in the network's dtype around a float32 softmax, which torch.compile fuses with the
             scaling and the bias; SDPA has no fused kernel for this head shape with a bias and takes its unfused
@@ -884,10 +820,6 @@ def optimize(model: nn.Module, image_size: tuple[int, int] | int | None = None, 
             fused.stem.enable_triton()
         if triton_pool:
             _chain_pool_kernels(fused)
-        if triton_small_mlp:
-            from . import kernel_mlp
-
-            _chain_small_mlp(fused, kernel_mlp.MAX_ROWS)
     gelu = gelu_epilogue and fused.config.hidden_act == "gelu"
     if gelu:
         linear_gelu_op()  # registered before any compilation traces a call to it
