@@ -41,17 +41,24 @@ NOTES = """How to read this:
 - "ours" reproduces transformers' numbers exactly (max difference 0). The bicubic resize is Pillow's arithmetic
   (22-bit fixed-point weights, 8-bit intermediate, Pillow's order of passes) done as banded matrix products in
   numpy for the cropped samples only (`efficientformer.preprocessing.resample`): for a photo in float32, whose
-  error has a proven bound, the few samples (about 0.1%) within that bound of a rounding edge recomputed
-  exactly in integer arithmetic (`efficientformer.preprocessing.exact32`; tests compare with Pillow bit for
-  bit on hundreds of sizes and on noise); the pixels are read from Pillow's memory without a copy (its Arrow
-  export); crop, rescale and normalize are one table lookup per channel computed with transformers' own
-  float64/float32 arithmetic, written straight into the channels-first output.
+  error has a proven bound (the taps of one output times float32's unit roundoff), the few samples (about
+  0.04%) within that bound of a rounding edge recomputed exactly in integer arithmetic
+  (`efficientformer.preprocessing.exact32`; tests compare with Pillow bit for bit on hundreds of sizes and on
+  noise); the pixels are read from Pillow's memory without a copy (its Arrow export) and split into channels
+  with whole-word shifts; rescale and normalize are transformers' own float64/float32 operations in three
+  vector passes (checked once per setting against the table of all 256 levels, bit for bit), written straight
+  into the channels-first output. The work arrays are kept per thread in one arena on 2 MB pages
+  (`efficientformer.preprocessing.workspace`): fresh ones cost a page fault per 4 kB on every call, and 4 kB
+  pages a page-table walk each once other work has evicted the caches.
+- The interleaved rows run each call between the other libraries' calls (as in an application, the caches
+  hold other data when a call starts); the back-to-back row repeats one call, caches warm.
 - Run with `OPENBLAS_NUM_THREADS=1` so that both sides use one core: numpy's BLAS would otherwise start a
   second thread for the matrix products, which gains little wall-clock time here and spins on the other core.
 - The batch row spreads the images of one call over threads (`num_threads=None`: the usable cores, at most 4).
-  With the numpy resize it gains 10-20% of wall-clock time per image for more CPU time (its many small numpy
-  calls hold the GIL in between); `num_threads` defaults to 1 so that the processor never competes with the
-  model's own threads. It helps more for the filters Pillow still computes (lanczos, hamming).
+  With the numpy resize it gains little or nothing per image (its many small numpy calls hold the GIL in
+  between, and on a machine shared with other jobs the second core is often busy); `num_threads` defaults to
+  1 so that the processor never competes with the model's own threads. It helps more for the filters Pillow
+  still computes (lanczos, hamming).
 """
 
 
@@ -141,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
         calls["transformers batch"] = lambda: theirs(batch, return_tensors="np")
     load_before = load_average()
     ms, cpu_ms = time_calls(calls, args.runs, args.warmup)
+    back_to_back = {name: time_calls({name: calls[name]}, args.runs, args.warmup) for name in ("ours", "transformers")
+                    if name in calls}
     for times in (ms, cpu_ms):  # batch rows per image
         for name in ("ours batch", "transformers batch"):
             if name in times:
@@ -162,6 +171,11 @@ def main(argv: list[str] | None = None) -> int:
         their = f"{ms[ref]:.3f} ({cpu_ms[ref]:.3f})" if ref in ms else "n/a"
         ratio = f"{ms[ref] / ms[mine]:.2f}x ({cpu_ms[ref] / cpu_ms[mine]:.2f}x)" if ref in ms else "n/a"
         lines.append(f"| {label} | {ms[mine]:.3f} ({cpu_ms[mine]:.3f}) | {their} | {ratio} |")
+    if "transformers" in back_to_back:
+        (mine_ms, mine_cpu), (ref_ms, ref_cpu) = ((back_to_back[n][0][n], back_to_back[n][1][n])
+                                                  for n in ("ours", "transformers"))
+        lines.append(f"| decoded PIL image, back to back (caches warm) | {mine_ms:.3f} ({mine_cpu:.3f}) | "
+                     f"{ref_ms:.3f} ({ref_cpu:.3f}) | {ref_ms / mine_ms:.2f}x ({ref_cpu / mine_cpu:.2f}x) |")
     floor = "Pillow resize alone"
     lines.append(f"| Pillow's bicubic resize alone (all that transformers' numbers need from Pillow) | "
                  f"{ms[floor]:.3f} ({cpu_ms[floor]:.3f}) | | |")

@@ -213,9 +213,12 @@ def test_numpy_resample_is_pillow_bit_for_bit(fixtures_dir):
                    (out_h - crop_h) // 2 + crop_h)
             for filter_code in (2, 3, 4):
                 expected = np.asarray(image.resize((out_w, out_h), filter_code).crop(box))
-                np.testing.assert_array_equal(resample.resize_crop(pixels, out_w, out_h, filter_code, box), expected)
-                checked += 1
-    assert checked == 5 * 14 * 3
+                # an array, and the PIL image itself (read in place, RGB split from 4-byte words)
+                for source in (pixels, image):
+                    np.testing.assert_array_equal(resample.resize_crop(source, out_w, out_h, filter_code, box),
+                                                  expected)
+                    checked += 1
+    assert checked == 5 * 14 * 3 * 2
 
 
 def test_numpy_resample_steps_aside_when_pillow_computes_differently(monkeypatch):
@@ -387,6 +390,10 @@ def test_pixel_view_is_the_image_or_nothing(fixtures_dir):
         view, _keep = pixel_view(candidate)
         assert np.array_equal(view, np.asarray(candidate)) and not view.flags.writeable
     assert pixel_view(image.convert("RGBA")) is None  # other modes: callers copy
+    view, _keep, words = pixel_view(image, words=True)
+    for channel in range(3):  # R in the low byte of each word, then G, then B
+        assert np.array_equal((words >> (8 * channel)) & 255, np.asarray(image)[:, :, channel])
+    assert pixel_view(image.convert("L"), words=True)[2] is None
 
 
 def test_exif_orientation_is_applied(tmp_path, fixtures_dir):
@@ -410,3 +417,66 @@ def test_crop_8bit_through_the_lookup_table_is_preprocess(fixtures_dir, name):
     assert crop.dtype == np.uint8 and crop.shape == (224, 224, 3)
     looked_up = np.stack([table[c][crop[:, :, c]] for c in range(3)])
     assert np.array_equal(looked_up, processor(path, return_tensors="np")["pixel_values"][0])
+
+
+def test_float32_products_stay_within_their_error_bound():
+    """The bound exact32 relies on (the taps of one output, not the band's height, times float32's unit
+    roundoff): on noise at the extremes, the hardest input, the float32 products of every band of 60 resizes
+    never leave it, and it stays small enough that about 0.04% of a photo's samples are recomputed."""
+    from efficientformer.preprocessing import resample
+
+    rng = np.random.default_rng(3)
+    worst, checked = 0.0, 0
+    for _ in range(60):
+        height, width = (int(v) for v in rng.integers(20, 700, 2))
+        out_w, out_h = (int(v) for v in rng.integers(8, 500, 2))
+        box = (out_w // 5, out_h // 7, out_w - out_w // 6, out_h - out_h // 9)
+        for code in resample.SUPPORTED:
+            (r0, r1), (c0, c1), _, _, fast = resample._plan(width, height, out_w, out_h, box, code)
+            if fast is None:
+                continue
+            samples = np.where(rng.random((r1 - r0, c1 - c0)) < 0.5, 255, rng.integers(0, 256, (r1 - r0, c1 - c0)))
+            samples = samples.astype(np.float32)
+            for _, _, i, j, weights in fast[0].bands:
+                error = np.abs(samples[:, i:j] @ weights - samples[:, i:j].astype(np.float64) @ weights.astype(
+                    np.float64)).max()
+                worst = max(worst, error / fast[0].eps)
+                checked += 1
+    assert checked > 1000 and worst <= 1.0
+    hub = resample._plan(640, 480, 341, 256, (58, 16, 282, 240), 3)[4]  # the hub setting on a 640x480 photo
+    assert max(hub[0].edge, hub[1].edge) < 2.5e-4  # 2 * edge of the samples are recomputed
+
+
+@pytest.mark.parametrize("settings", [
+    {}, {"image_mean": 0.5, "image_std": 0.25}, {"do_rescale": False, "image_mean": [120, 110, 100]},
+    {"do_normalize": False}, {"rescale_factor": 1 / 127.5, "image_mean": [1, 1, 1], "image_std": [1, 1, 1]}])
+def test_direct_normalization_is_the_lookup_table_bit_for_bit(fixtures_dir, settings):
+    """The processor normalizes with three vector passes where they give the table's values: checked here
+    for every pixel of a photo and of a gray image against the table, bits included (the sign of zero)."""
+    from efficientformer.preprocessing.processor import _steps_match_lut
+
+    processor = EfficientFormerImageProcessor(**HUB, **settings)
+    table = processor.lookup_table()
+    for name in ("astronaut_640x480.jpg", "camera.png"):
+        path = fixtures_dir / "images" / name
+        crop = processor.crop_8bit(path)
+        looked_up = np.stack([table[c][crop[:, :, c]] for c in range(3)])
+        out = processor(path, return_tensors="np")["pixel_values"][0]
+        assert np.array_equal(out.view(np.uint32), looked_up.view(np.uint32))
+    mean = tuple(float(v) for v in np.broadcast_to(processor.image_mean, 3)) if processor.do_normalize else None
+    std = tuple(float(v) for v in np.broadcast_to(processor.image_std, 3)) if processor.do_normalize else None
+    assert _steps_match_lut(processor.do_rescale, processor.rescale_factor, processor.do_normalize, mean, std)
+
+
+def test_kept_work_arrays_never_leak_into_results(fixtures_dir):
+    """The resize keeps its work arrays per thread and reuses them by role: results already returned never
+    change, and images of other sizes, a batch on threads and a gray image in between change nothing."""
+    processor = EfficientFormerImageProcessor(**HUB)
+    paths = [fixtures_dir / "images" / name for name in ("astronaut_640x480.jpg", "chelsea.png", "camera.png")]
+    first = [processor(path, return_tensors="np")["pixel_values"] for path in paths]
+    kept = [a.copy() for a in first]
+    threaded = processor(paths + paths[::-1], return_tensors="np", num_threads=3)["pixel_values"]
+    again = [processor(path, return_tensors="np")["pixel_values"] for path in paths[::-1]][::-1]
+    for a, b, c in zip(first, kept, again):
+        assert np.array_equal(a, b) and np.array_equal(c, b)
+    assert np.array_equal(threaded, np.concatenate(kept + kept[::-1]))

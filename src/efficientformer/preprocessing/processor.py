@@ -2,8 +2,10 @@
 
 Numbers are those of transformers 4.57's `EfficientFormerImageProcessor`: the resize is Pillow's on 8-bit
 pixels, bit for bit (bicubic, bilinear and box computed by `efficientformer.preprocessing.resample` for the cropped pixels
-only, the other filters by Pillow), crop offsets round down, and rescale + normalize run through a 256-entry table per channel built with transformers' own float
-arithmetic (float64 rescale, float32 normalize), so 8-bit inputs give exactly transformers' float32 output.
+only, the other filters by Pillow), crop offsets round down, and rescale + normalize are transformers' own float
+arithmetic (float64 rescale, float32 normalize), so 8-bit inputs give exactly transformers' float32 output:
+done directly in three vector passes where that gives, for every level, the 256-entry table per channel
+built from it (checked once per setting, bit for bit), else through the table.
 `preprocessor_config.json` files are read and written in the transformers format; the options of ours that
 transformers ignores and that change numbers (`crop_rounding="round"`, `fast_resize`) are written with a
 `note_for_transformers` saying so.
@@ -43,6 +45,7 @@ from ..errors import ConfigError, InputError, require
 from .image_io import CHANNELS_FIRST, Pixels, collect, normalize_layout
 from .resample import FILTERS
 from .resize import default_threads, resize_crop, thread_map
+from .workspace import work_array
 
 IMAGENET_DEFAULT_MEAN = list(IMAGENET_MEAN)  # the names transformers gives them, kept for callers
 IMAGENET_DEFAULT_STD = list(IMAGENET_STD)
@@ -720,19 +723,55 @@ def _lut(from_float: bool, do_rescale: bool, rescale_factor: float, do_normalize
     return np.ascontiguousarray(values.T, dtype=np.float32)
 
 
+def _steps_into(out: np.ndarray, levels: np.ndarray, do_rescale: bool, rescale_factor: float,
+                do_normalize: bool, mean: tuple | None, std: tuple | None) -> np.ndarray:
+    """`_float_steps` on (3, ...) uint8 `levels`, written into float32 `out` (3, ...) pass by pass: the same
+    float64 multiply and float32 subtract / divide (IEEE operations, rounded alike however vectorized)."""
+    if do_rescale:  # float64 product, cast to float32 as it is stored
+        np.multiply(levels, rescale_factor, dtype=np.float64, out=out, casting="unsafe")
+    else:
+        np.copyto(out, levels)
+    if do_normalize:
+        shape = (3,) + (1,) * (out.ndim - 1)
+        np.subtract(out, np.array(mean, dtype=np.float32).reshape(shape), out=out)
+        np.divide(out, np.array(std, dtype=np.float32).reshape(shape), out=out)
+    return out
+
+
+@lru_cache(maxsize=64)
+def _steps_match_lut(do_rescale: bool, rescale_factor: float, do_normalize: bool, mean: tuple | None,
+                     std: tuple | None) -> bool:
+    """Whether `_steps_into` gives the table's value for every level of every channel (checked once per
+    setting: then the output is computed in three vector passes, 40% faster than looking 150000 samples up;
+    a setting it would not match, if any, keeps the table)."""
+    levels = np.repeat(np.arange(256, dtype=np.uint8)[None], 3, axis=0)
+    direct = _steps_into(np.empty((3, 256), np.float32), levels, do_rescale, rescale_factor, do_normalize, mean, std)
+    table = _lut(False, do_rescale, rescale_factor, do_normalize, mean, std)
+    return np.array_equal(direct.view(np.uint32), table.view(np.uint32))  # bit for bit, signs of zero included
+
+
 def _finish_8bit(array: np.ndarray, from_float: bool, settings: dict, layout: str) -> np.ndarray:
-    """8-bit (H, W, 3) or (H, W) pixels -> float32 output in `layout` through the per-channel table."""
+    """8-bit (H, W, 3) or (H, W) pixels -> float32 output in `layout` through the per-channel table (or the
+    same arithmetic done directly, where it gives the table's values)."""
     if not (from_float or settings["do_rescale"] or settings["do_normalize"]):  # nothing to compute: uint8 out
         rgb = array if array.ndim == 3 else np.repeat(array[:, :, None], 3, axis=2)
         return np.ascontiguousarray(rgb.transpose(2, 0, 1) if layout == CHANNELS_FIRST else rgb)
-    table = _lut(from_float, settings["do_rescale"], settings["rescale_factor"], settings["do_normalize"],
-                 settings["mean"], settings["std"])
+    steps = (settings["do_rescale"], settings["rescale_factor"], settings["do_normalize"], settings["mean"],
+             settings["std"])
     height, width = array.shape[:2]
+    if layout == CHANNELS_FIRST and not from_float and _steps_match_lut(*steps):
+        levels = array.transpose(2, 0, 1) if array.ndim == 3 else np.broadcast_to(array, (3, height, width))
+        return _steps_into(np.empty((3, height, width), dtype=np.float32), levels, *steps)
+    table = _lut(from_float, *steps)
     if layout == CHANNELS_FIRST:
         out = np.empty((3, height, width), dtype=np.float32)
+        # np.take converts uint8 indices to a fresh intp array of its own (8 bytes a sample, page faults on
+        # every call): converted into a kept work array instead, the memory of the resize's products (done)
+        index = work_array("products", (height, width), np.intp)
         for channel in range(3):
-            plane = array[:, :, channel] if array.ndim == 3 else array
-            np.take(table[channel], plane, out=out[channel], mode="clip")
+            if channel == 0 or array.ndim == 3:
+                np.copyto(index, array[:, :, channel] if array.ndim == 3 else array)
+            np.take(table[channel], index, out=out[channel], mode="clip")
         return out
     index = (array if array.ndim == 3 else array[:, :, None]).astype(np.intp) + np.array([0, 256, 512])
     return np.take(table.reshape(-1), index, mode="clip")
