@@ -18,7 +18,7 @@ import math
 import os
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -109,6 +109,24 @@ def default_workers(images: int, batch_size: int) -> int:
     return max(1, min(16, usable_cores() - 1))
 
 
+def started_ahead(chunks: Sequence, start: Callable[[Any], Any], ahead: int = PREFETCH_BATCHES) -> Iterator:
+    """`start(chunk)` for each chunk in order, yielded in order, with up to `ahead` chunks started before the
+    one yielded is used: the work of the next chunks (in worker processes or threads) overlaps the caller's
+    work on this one."""
+    pending: deque = deque()
+    upcoming = iter(chunks)
+    for chunk in upcoming:
+        pending.append(start(chunk))
+        if len(pending) >= max(1, ahead):
+            break
+    while pending:
+        handles = pending.popleft()
+        chunk = next(upcoming, None)
+        if chunk is not None:
+            pending.append(start(chunk))
+        yield handles
+
+
 def batches(paths: Sequence[str], batch_size: int, processor, workers: int = 0,
             draft: bool = False) -> Iterator[Batch]:
     """The decoded batches of `paths[i:i + batch_size]`, in order, decoded by `workers` processes (0: here);
@@ -138,23 +156,9 @@ def batches(paths: Sequence[str], batch_size: int, processor, workers: int = 0,
             else:
                 os.environ[name] = value
     piece = max(1, min(PIECE_IMAGES, math.ceil(batch_size / workers)))
-    pending: deque = deque()
-    upcoming = iter(slices)
-
-    def submit() -> bool:
-        chunk = next(upcoming, None)
-        if chunk is None:
-            return False
-        pending.append([pool.apply_async(_work, (chunk[i:i + piece],)) for i in range(0, len(chunk), piece)])
-        return True
-
     try:
-        for _ in range(PREFETCH_BATCHES):
-            if not submit():
-                break
-        while pending:
-            results = pending.popleft()
-            submit()
+        for results in started_ahead(slices, lambda chunk: [pool.apply_async(_work, (chunk[i:i + piece],))
+                                                            for i in range(0, len(chunk), piece)]):
             yield _join([result.get() for result in results])
         pool.close()
     finally:

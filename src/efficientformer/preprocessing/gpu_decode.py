@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import os
 import stat
-from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
@@ -48,14 +47,12 @@ import numpy as np
 
 from ..errors import ConfigError, InputError, MissingDependencyError
 from . import jpeg_header
+from .resample import FILTERS, PRECISION_BITS, SUPPORTED, pillow_coefficients
 
 TOLERANCE = 0.5  # largest |pixel_values difference| from the CPU path the GPU tests allow (nvJPEG)
 MEAN_TOLERANCE = 2 / 255 / 0.224  # mean |difference| allowed: 2 8-bit levels
-PRECISION_BITS = 22  # Pillow's 8-bit resampling weights: 22 fractional bits
 MAX_ELEMENTS = 1 << 26  # float64 samples one resize step holds at a time (512 MB)
 READ_PIECE = 32  # files one reading task holds
-_FILTERS = {2: ("bilinear", 1.0), 3: ("bicubic", 2.0), 4: ("box", 0.5)}  # Pillow code -> (name, support)
-_OTHER_FILTERS = {0: "nearest", 1: "lanczos", 5: "hamming"}
 
 
 @dataclass
@@ -119,8 +116,8 @@ def check_processor(processor) -> None:
     Raises:
         ConfigError: a resize filter other than bilinear, bicubic or box (or bad mean / std / rescale).
     """
-    if processor.do_resize and processor.resample not in _FILTERS:
-        name = _OTHER_FILTERS.get(processor.resample, processor.resample)
+    if processor.do_resize and processor.resample not in SUPPORTED:
+        name = FILTERS.get(processor.resample, (processor.resample,))[0]
         raise ConfigError(f"GPU decoding resizes with bilinear, bicubic or box filters, but this processor uses "
                           f"{name}; use --decode cpu, or set resample to 3 (bicubic).")
     processor.lookup_table()  # a missing rescale factor or a zero std is refused here, before any file
@@ -144,39 +141,13 @@ def crop_offset(size: int, crop: int, rounding: str) -> int:
     return -((crop - size + 1) // 2) if rounding == "floor" else -((crop - size) // 2)
 
 
-def _kernel(resample: int, x: np.ndarray) -> np.ndarray:
-    """Pillow's filter functions (float64)."""
-    if resample == 4:
-        return np.where((x > -0.5) & (x <= 0.5), 1.0, 0.0)
-    x = np.abs(x)
-    if resample == 2:
-        return np.where(x < 1.0, 1.0 - x, 0.0)
-    a = -0.5
-    return np.where(x < 1.0, ((a + 2.0) * x - (a + 3.0)) * x * x + 1,
-                    np.where(x < 2.0, (((x - 5) * x + 8) * x - 4) * a, 0.0))
-
-
 @lru_cache(maxsize=256)  # about 0.4 MB each for a photo's side
 def axis_weights(in_size: int, out_size: int, resample: int, start: int, stop: int) -> tuple[int, int, np.ndarray]:
     """For outputs start..stop-1 of Pillow's resize of a side from in_size to out_size: the inputs lo..hi-1
     they read and the (hi - lo, stop - start) matrix of Pillow's integer weights / 2**22 (each output's taps
     normalized to sum 1, then rounded to 22 fractional bits, as Pillow's Resample.c does), exact in float32."""
-    scale = in_size / out_size
-    filterscale = max(scale, 1.0)
-    support = _FILTERS[resample][1] * filterscale
-    taps = int(np.ceil(support)) * 2 + 1
-    center = (np.arange(start, stop, dtype=np.float64) + 0.5) * scale
-    first = np.maximum(np.trunc(center - support + 0.5).astype(np.int64), 0)
-    count = np.minimum(np.trunc(center + support + 0.5).astype(np.int64), in_size) - first
-    offsets = np.arange(taps)
-    weights = np.where(offsets[None] < count[:, None],
-                       _kernel(resample, (offsets[None] + first[:, None] - center[:, None] + 0.5) / filterscale), 0.0)
-    total = np.zeros(len(center))
-    for tap in range(taps):  # in Pillow's order: a pairwise sum could round differently
-        total = total + weights[:, tap]
-    weights = np.where(total[:, None] != 0.0, weights / np.where(total == 0.0, 1.0, total)[:, None], weights)
-    scaled = weights * (1 << PRECISION_BITS)
-    integer = np.where(weights < 0, np.trunc(scaled - 0.5), np.trunc(scaled + 0.5))
+    first, count, integer = pillow_coefficients(in_size, out_size, resample, start, stop)  # the CPU path's weights
+    offsets = np.arange(integer.shape[1])
     lo, hi = int(first.min()), int((first + count).max())
     used = offsets[None] < count[:, None]
     rows = (first[:, None] - lo + offsets[None])[used]
@@ -470,29 +441,14 @@ class GpuDecoder:
         a stream of its own. A decoding thread beside the model's would break a CUDA graph capture
         (`deploy.optimize` captures one for each new batch shape), during which no other thread may
         allocate or synchronize."""
-        from ..bulk.loader import PREFETCH_BATCHES
+        from ..bulk.loader import PREFETCH_BATCHES, started_ahead
 
         slices = [list(paths[i:i + batch_size]) for i in range(0, len(paths), batch_size)]
         ahead = PREFETCH_BATCHES if prefetch is None else max(1, prefetch)
         pool = ThreadPoolExecutor(max(1, threads), thread_name_prefix="efficientformer-read")
-        pending: deque = deque()
-        upcoming = iter(slices)
-
-        def submit() -> bool:
-            chunk = next(upcoming, None)
-            if chunk is None:
-                return False
-            pending.append([pool.submit(self.read_all, chunk[i:i + READ_PIECE])
-                            for i in range(0, len(chunk), READ_PIECE)])
-            return True
-
         try:
-            for _ in range(ahead):
-                if not submit():
-                    break
-            while pending:
-                futures = pending.popleft()
-                submit()
+            for futures in started_ahead(slices, lambda chunk: [pool.submit(self.read_all, chunk[i:i + READ_PIECE])
+                                                                for i in range(0, len(chunk), READ_PIECE)], ahead):
                 yield self.decode([item for future in futures for item in future.result()])
         finally:
             pool.shutdown(wait=True, cancel_futures=True)

@@ -92,7 +92,7 @@ def _filter(resample: int, x: np.ndarray) -> np.ndarray:
                     np.where(x < 2.0, (((x - 5) * x + 8) * x - 4) * a, 0.0))
 
 
-def _coefficients(in_size: int, out_size: int, resample: int, start: int, stop: int
+def pillow_coefficients(in_size: int, out_size: int, resample: int, start: int, stop: int
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """For output samples start..stop-1 of a resize of in_size to out_size: first input index, number of taps,
     and integer weights (stop - start, ksize) as float64. Each sample's weights depend only on its own
@@ -155,9 +155,9 @@ def _plan(in_w: int, in_h: int, out_w: int, out_h: int, box: tuple[int, int, int
         if key in _PLANS:
             return _PLANS[key]
     left, top, right, bottom = box
-    y_first, y_count, y_weights = _coefficients(in_h, out_h, resample, top, bottom)
+    y_first, y_count, y_weights = pillow_coefficients(in_h, out_h, resample, top, bottom)
     rows = (int(y_first.min()), int((y_first + y_count).max()))
-    x_first, x_count, x_weights = _coefficients(in_w, out_w, resample, left, right)
+    x_first, x_count, x_weights = pillow_coefficients(in_w, out_w, resample, left, right)
     cols = (int(x_first.min()), int((x_first + x_count).max()))
     horizontal = _bands(x_first, x_count, x_weights, cols[0])
     vertical = [(a, b, i, j, np.ascontiguousarray(w.T)) for a, b, i, j, w in _bands(y_first, y_count, y_weights,
