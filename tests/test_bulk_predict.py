@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -84,6 +85,29 @@ def test_workers_give_the_serial_records_and_the_classifiers_scores(model, folde
     assert [name for name, _ in result.failed] == [str(folder / "truncated.jpg")]
     assert classifier.predict(str(folder / "*.png"), top_k=1) == [row[:1] for row, f in zip(expected, files)
                                                                   if f.endswith(".png")]
+
+
+def test_worker_processes_stay_up_for_the_next_call_with_the_same_settings(model, folder):
+    # starting "spawn" workers costs seconds (each imports the caller's main module): a process that predicts
+    # again keeps them, and gets the same batches; other settings, or a call left half-way, start new ones
+    from efficientformer.bulk import loader
+
+    processor = ImageClassifier.from_pretrained(model, device="cpu").processor
+    files = sorted(str(p) for p in folder.iterdir() if p.name != "truncated.jpg")
+    try:
+        first = [b.crops for b in loader.batches(files, 2, processor, workers=1)]
+        pool = loader._POOL[2]
+        again = [b.crops for b in loader.batches(files, 2, processor, workers=1)]
+        assert loader._POOL[2] is pool
+        assert all(np.array_equal(a, b) for a, b in zip(first, again)) and len(first) == len(again)
+        draft = list(loader.batches(files, 2, processor, workers=1, draft=True))
+        assert loader._POOL[2] is not pool and len(draft) == len(first)
+        stopped = loader.batches(files, 2, processor, workers=1, draft=True)
+        next(stopped)
+        stopped.close()  # the caller stopped half-way: its tasks may still run, so its pool is ended
+        assert loader._POOL is None
+    finally:
+        loader.close_pool()
 
 
 # a writer slowed down after each batch, so that the kill lands between batches of a run that is under way

@@ -9,7 +9,8 @@ in this process), so the results are identical; up to PREFETCH_BATCHES batches a
 the next batches overlaps the model's work on this one.
 
 Worker processes are started with "spawn" (never forked from a process running PyTorch's threads) and with
-one BLAS / OpenMP thread each, so N workers use N cores.
+one BLAS / OpenMP thread each, so N workers use N cores; they stay up for the next call with the same settings
+(`_pool`), since starting them costs seconds.
 """
 
 from __future__ import annotations
@@ -109,6 +110,52 @@ def default_workers(images: int, batch_size: int) -> int:
     return max(1, min(16, usable_cores() - 1))
 
 
+_POOL: tuple[bytes, int, Any] | None = None  # (pickled (processor, draft), workers, pool) of the last call
+_EXIT_HOOKED: list = []  # close_pool is registered with atexit once, with the first pool
+
+
+def _pool(workers: int, processor, draft: bool):
+    """`workers` processes set up for (processor, draft): the last call's when the settings are the same, else
+    new ones. Starting "spawn" processes takes seconds (each imports the caller's main module, PyTorch often
+    among it), more than decoding a few thousand images takes them, so a process that predicts again (rounds
+    of a benchmark, a service, `predict_files` in a loop) keeps its pool; it ends with the process or with
+    `close_pool()`."""
+    global _POOL
+    import atexit
+    import multiprocessing
+    import pickle
+
+    key = pickle.dumps((processor, draft))
+    if _POOL is not None and _POOL[0] == key and _POOL[1] == workers:
+        return _POOL[2]
+    close_pool()
+    saved = {name: os.environ.get(name) for name in _ONE_THREAD}
+    os.environ.update({name: "1" for name in _ONE_THREAD})  # read by the children's BLAS at start-up
+    try:
+        pool = multiprocessing.get_context("spawn").Pool(workers, initializer=_start_worker,
+                                                         initargs=(processor, draft))
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+    if not _EXIT_HOOKED:
+        atexit.register(close_pool)
+        _EXIT_HOOKED.append(True)
+    _POOL = (key, workers, pool)
+    return pool
+
+
+def close_pool() -> None:
+    """End the worker processes kept by the last call of `batches` (if any)."""
+    global _POOL
+    if _POOL is not None:
+        pool, _POOL = _POOL[2], None
+        pool.terminate()
+        pool.join()
+
+
 def started_ahead(chunks: Sequence, start: Callable[[Any], Any], ahead: int = PREFETCH_BATCHES) -> Iterator:
     """`start(chunk)` for each chunk in order, yielded in order, with up to `ahead` chunks started before the
     one yielded is used: the work of the next chunks (in worker processes or threads) overlaps the caller's
@@ -142,25 +189,14 @@ def batches(paths: Sequence[str], batch_size: int, processor, workers: int = 0,
         for chunk in slices:
             yield prepare(chunk, processor, draft)
         return
-    import multiprocessing
-
-    saved = {name: os.environ.get(name) for name in _ONE_THREAD}
-    os.environ.update({name: "1" for name in _ONE_THREAD})  # read by the children's BLAS at start-up
-    try:
-        pool = multiprocessing.get_context("spawn").Pool(workers, initializer=_start_worker,
-                                                         initargs=(processor, draft))
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+    pool = _pool(workers, processor, draft)
     piece = max(1, min(PIECE_IMAGES, math.ceil(batch_size / workers)))
+    finished = False
     try:
         for results in started_ahead(slices, lambda chunk: [pool.apply_async(_work, (chunk[i:i + piece],))
                                                             for i in range(0, len(chunk), piece)]):
             yield _join([result.get() for result in results])
-        pool.close()
+        finished = True
     finally:
-        pool.terminate()
-        pool.join()
+        if not finished:  # left half-way (an error, or the caller stopped): its tasks may still be running
+            close_pool()
