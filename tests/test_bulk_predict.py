@@ -19,7 +19,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from efficientformer import ImageClassifier  # noqa: E402
+from efficientformer import ImageClassifier, InputError  # noqa: E402
 from efficientformer.bulk import records  # noqa: E402
 from efficientformer.bulk.progress import Progress  # noqa: E402
 from efficientformer.cli import main  # noqa: E402
@@ -85,6 +85,58 @@ def test_workers_give_the_serial_records_and_the_classifiers_scores(model, folde
     assert [name for name, _ in result.failed] == [str(folder / "truncated.jpg")]
     assert classifier.predict(str(folder / "*.png"), top_k=1) == [row[:1] for row, f in zip(expected, files)
                                                                   if f.endswith(".png")]
+
+
+def _shard(folder, path, extra_member: bool = True):
+    """A WebDataset-style shard of the folder's files (sorted), each with a .cls companion member."""
+    import tarfile
+
+    with tarfile.open(path, "w") as tar:
+        for file in sorted(folder.iterdir()):
+            tar.add(file, arcname=f"sample/{file.name}")
+            if extra_member:
+                companion = io.BytesIO(b"3")
+                info = tarfile.TarInfo(f"sample/{file.stem}.cls")
+                info.size = 1
+                tar.addfile(info, companion)
+    return path
+
+
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_a_tar_shard_is_classified_like_the_folder_it_holds(model, folder, tmp_path, capsys, workers):
+    shard = _shard(folder, tmp_path / "shard-000.tar")
+    from_folder, from_shard = tmp_path / "folder.jsonl", tmp_path / "shard.jsonl"
+    _predict(folder, "-m", model, "-k", "3", "-b", "4", "--workers", "0", "--output", from_folder)
+    capsys.readouterr()
+    assert _predict(shard, "-m", model, "-k", "3", "-b", "4", "--workers", workers, "--output", from_shard) == 1
+    err = capsys.readouterr().err
+    assert "truncated.jpg" in err and "25 members that are not images left out" in err
+    rows, expected = _jsonl(from_shard), _jsonl(from_folder)
+    assert [r["image"] for r in rows] == [f"{shard}::sample/{Path(r['image']).name}" for r in expected]
+    assert [r["predictions"] for r in rows] == [r["predictions"] for r in expected]  # the same scores
+    before = from_shard.read_bytes()  # resuming works on member names as on paths
+    _predict(shard, "-m", model, "-k", "3", "-b", "4", "--output", from_shard)
+    assert from_shard.read_bytes() == before
+    one = f"{shard}::sample/0_chelsea.png"  # one member named on its own
+    classifier = ImageClassifier.from_pretrained(model, device="cpu")
+    assert classifier.predict(one, top_k=3) == classifier.predict(str(folder / "0_chelsea.png"), top_k=3)
+
+
+def test_archives_that_cannot_be_read_are_one_sentence(model, folder, tmp_path, capsys):
+    import tarfile
+
+    packed = tmp_path / "shard.tar.gz"
+    with tarfile.open(packed, "w:gz") as tar:
+        tar.add(folder / "0_chelsea.png", arcname="0_chelsea.png")
+    (tmp_path / "broken.tar").write_bytes(b"not a tar archive at all" * 40)
+    assert _predict(packed, tmp_path / "broken.tar", "-m", model, "--workers", "0") == 1  # nothing to classify
+    err = capsys.readouterr().err
+    assert "is a compressed tar, which has no random access to its members; unpack it" in err
+    assert "broken.tar is not an uncompressed tar archive" in err
+    classifier = ImageClassifier.from_pretrained(model, device="cpu")
+    shard = _shard(folder, tmp_path / "ok.tar", extra_member=False)
+    with pytest.raises(InputError, match="holds no member sample/missing.png; list the archive"):
+        classifier.predict(f"{shard}::sample/missing.png")
 
 
 def test_worker_processes_stay_up_for_the_next_call_with_the_same_settings(model, folder):

@@ -200,6 +200,24 @@ def test_bad_and_other_files_are_decoded_or_reported_as_on_the_cpu_path(fixtures
     assert torch.equal(batch.pixels, values)
 
 
+def test_members_of_a_tar_shard_are_decoded_as_the_files(fixtures_dir, tmp_path):
+    import tarfile
+
+    images = fixtures_dir / "images"
+    names = ("rocket.jpg", "astronaut.png", "truncated.jpg", "astronaut_640x480.jpg")
+    shard = tmp_path / "shard.tar"
+    with tarfile.open(shard, "w") as tar:
+        for name in names:
+            tar.add(images / name, arcname=f"x/{name}")
+    processor = EfficientFormerImageProcessor(**HUB)
+    members = [f"{shard}::x/{name}" for name in names] + [f"{shard}::x/missing.jpg"]
+    batch = run(decoder(processor), members)
+    files, values = exact(processor, [str(images / name) for name in names])
+    assert batch.names == [f"{shard}::x/{Path(n).name}" for n in files.names]
+    assert torch.equal(batch.pixels, values)  # the same pixels as from the files themselves
+    assert [name for name, _ in batch.failed] == [f"{shard}::x/truncated.jpg", f"{shard}::x/missing.jpg"]
+
+
 def test_a_batch_nvjpeg_refuses_is_retried_file_by_file(odd_sizes):
     """nvJPEG fails a whole call for one bad file: each file is tried alone, and the refused one is decoded on
     the CPU, so the batch still gives the CPU path's values."""

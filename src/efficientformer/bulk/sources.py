@@ -1,6 +1,7 @@
 """What a bulk prediction runs over: image files, folders, glob patterns and CSV lists, expanded to paths.
 
-A file named directly is decoded whatever its name, except a `.csv` file, which is a list: its column named
+A file named directly is decoded whatever its name, except a `.tar` archive, whose image members are taken in
+archive order as "shard.tar::member" (`preprocessing.archives`; WebDataset shards), and a `.csv` file, which is a list: its column named
 "image", "path", "file" or "filename" (else its first column) holds one image path per row, relative paths
 taken from the CSV's own folder. Folders are searched recursively (symbolic links followed, each real folder
 and file taken once, so a link loop classifies nothing twice) for files with an extension Pillow decodes
@@ -18,6 +19,7 @@ import glob
 import os
 
 from ..errors import InputError
+from ..preprocessing import archives
 
 LIST_SUFFIX = ".csv"
 _PATH_COLUMNS = ("image", "path", "file", "filename", "filepath", "image_path")
@@ -70,10 +72,31 @@ def expand_inputs(inputs: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
     seen_dirs: set = set()
 
     def add_file(path: str) -> None:
+        if archives.is_archive(path):
+            return add_archive(path)
         key = _identity(path)
         if key not in seen_files:
             seen_files.add(key)
             paths.append(path)
+
+    def add_archive(archive: str) -> None:
+        from ..preprocessing.image_io import image_suffixes
+
+        try:
+            names, others = archives.members(archive, image_suffixes())
+        except InputError as err:
+            skipped.append((archive, str(err)))
+            return
+        if not names:
+            skipped.append((archive, "archive holds no image files"))
+        elif others:  # one line, not one per companion file (WebDataset shards hold a .cls or .json per image)
+            skipped.append((archive, f"{others} members that are not images left out"))
+        identity = _identity(archive)
+        for name in names:
+            key = (identity, name.rpartition(archives.SEPARATOR)[2])
+            if key not in seen_files:
+                seen_files.add(key)
+                paths.append(name)
 
     def add_folder(folder: str) -> None:
         found = _search_folder(folder, seen_dirs, skipped)
@@ -93,6 +116,8 @@ def expand_inputs(inputs: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
             add_folder(item)
         elif os.path.lexists(item):
             add_file(item)
+        elif archives.split(item) is not None and os.path.isfile(archives.split(item)[0]):
+            add_file(item)  # one member, "shard.tar::name" (read, or reported missing, when it is decoded)
         elif glob.has_magic(item):
             # shallowest first: a file that "**" also reaches through a link loop is shown by its shortest path
             matches = sorted(glob.glob(item, recursive=True), key=lambda m: (m.count(os.sep), m))

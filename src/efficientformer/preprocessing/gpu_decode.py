@@ -46,7 +46,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from ..errors import ConfigError, InputError, MissingDependencyError
-from . import jpeg_header
+from . import archives, jpeg_header
 from .resample import FILTERS, PRECISION_BITS, SUPPORTED, pillow_coefficients
 
 TOLERANCE = 0.5  # largest |pixel_values difference| from the CPU path the GPU tests allow (nvJPEG)
@@ -158,6 +158,20 @@ def axis_weights(in_size: int, out_size: int, resample: int, start: int, stop: i
     return lo, hi, matrix
 
 
+def _file_bytes(path: str) -> bytearray | None:
+    """The whole file (or "shard.tar::member") as a writable buffer torch can share, or None for what only the
+    CPU path may open (not a regular file, a URL, a file shorter than its size said)."""
+    if archives.split(path) is not None:
+        return bytearray(archives.read_member(path))
+    info = os.stat(path)
+    if not stat.S_ISREG(info.st_mode) or path.startswith(("http://", "https://")):
+        return None
+    with open(path, "rb") as handle:
+        data = bytearray(info.st_size)
+        got = handle.readinto(data)
+    return data if got == len(data) else None
+
+
 def _to_8bit(values):
     """Pillow's rounding of a resampled sum, in place: floor(clip(v + 0.5, 0, 255))."""
     return values.add_(0.5).clamp_(0, 255).floor_()
@@ -199,18 +213,14 @@ class GpuDecoder:
         import torch
 
         try:
-            info = os.stat(path)
-            if stat.S_ISREG(info.st_mode) and not path.startswith(("http://", "https://")):
-                with open(path, "rb") as handle:
-                    data = bytearray(info.st_size)
-                    got = handle.readinto(data)
-                if got == len(data) and got > 0:
-                    header = jpeg_header.scan(data)
-                    if header is not None:
-                        self.plan(*header.size)
-                        return Encoded(path, torch.frombuffer(data, dtype=torch.uint8)[:header.length], header)
-        except OSError:  # the CPU decoder says why, in the CPU path's words
-            pass
+            data = _file_bytes(path)
+        except (OSError, InputError):  # the CPU decoder says why, in the CPU path's words
+            data = None
+        if data:
+            header = jpeg_header.scan(data)
+            if header is not None:
+                self.plan(*header.size)
+                return Encoded(path, torch.frombuffer(data, dtype=torch.uint8)[:header.length], header)
         return self.read_on_cpu(path)
 
     def read_on_cpu(self, path: str) -> Encoded:

@@ -21,6 +21,7 @@ to None, for trusted files). Bad inputs raise `InputError` with one sentence nam
 from __future__ import annotations
 
 import ctypes
+import io
 import math
 import os
 import stat
@@ -34,6 +35,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import InputError
+from . import archives
 
 CHANNELS_FIRST = "channels_first"
 CHANNELS_LAST = "channels_last"
@@ -101,8 +103,9 @@ def check_pixel_limit(size: tuple[int, int], name: str) -> None:
                          "or raise that limit if you trust the file.")
 
 
-def open_lazily(path: str | os.PathLike) -> Image.Image:
-    """`Image.open` (the header only) with the decompression-bomb limit applied as `check_pixel_limit` words it.
+def open_lazily(path: str | os.PathLike, source: Any = None) -> Image.Image:
+    """`Image.open` (the header only) of `source` (a file object; default: the file `path`) with the
+    decompression-bomb limit applied as `check_pixel_limit` words it; `path` names it in messages.
 
     Raises:
         InputError: above the limit; Pillow's own errors otherwise (UnidentifiedImageError, OSError, ...).
@@ -111,7 +114,7 @@ def open_lazily(path: str | os.PathLike) -> Image.Image:
     try:
         with warnings.catch_warnings():  # check_pixel_limit says it in one sentence instead
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(name)
+            image = Image.open(name if source is None else source)
     except Image.DecompressionBombError:
         raise InputError(f"{name} has more pixels than twice Pillow's decompression-bomb limit "
                          f"(PIL.Image.MAX_IMAGE_PIXELS = {Image.MAX_IMAGE_PIXELS}); downscale it first, or raise "
@@ -183,6 +186,19 @@ def collect(images: Any, input_data_format: Any = None) -> list[Pixels]:
     return out
 
 
+def _check_regular_file(name: str) -> None:
+    """Refuse a path that is missing, unreachable or not a regular file, in one sentence."""
+    try:
+        mode = os.stat(name).st_mode
+    except FileNotFoundError:
+        raise InputError(f"image file {name} does not exist; check the path.") from None
+    except OSError as err:  # a symlink loop, a name too long, a folder we may not enter
+        raise InputError(f"image file {name} cannot be reached ({err.strerror}); check the path.") from None
+    if not stat.S_ISREG(mode):  # a folder, device or pipe: opening a pipe would block forever
+        kind = "a folder" if stat.S_ISDIR(mode) else "not a regular file"
+        raise InputError(f"{name} is {kind}; pass an image file.")
+
+
 def open_image(path: str | os.PathLike, draft: Any = None) -> Image.Image:
     """Open and fully decode an image file, applying its EXIF orientation (as transformers' `load_image` does).
 
@@ -197,17 +213,13 @@ def open_image(path: str | os.PathLike, draft: Any = None) -> Image.Image:
     name = os.fspath(path)
     if name.startswith(("http://", "https://")):
         raise InputError(f"{name} is a URL; download the image first and pass the local file or a PIL image.")
+    source = None
+    if archives.split(name) is not None:  # "shard.tar::member": the member's bytes, read from the archive
+        source = io.BytesIO(archives.read_member(name))
+    else:
+        _check_regular_file(name)
     try:
-        mode = os.stat(name).st_mode
-    except FileNotFoundError:
-        raise InputError(f"image file {name} does not exist; check the path.") from None
-    except OSError as err:  # a symlink loop, a name too long, a folder we may not enter
-        raise InputError(f"image file {name} cannot be reached ({err.strerror}); check the path.") from None
-    if not stat.S_ISREG(mode):  # a folder, device or pipe: opening a pipe would block forever
-        kind = "a folder" if stat.S_ISDIR(mode) else "not a regular file"
-        raise InputError(f"{name} is {kind}; pass an image file.")
-    try:
-        image = open_lazily(name)
+        image = open_lazily(name, source)
         if draft is not None and image.format == "JPEG":
             needed = draft(image.size)
             if needed is not None:
