@@ -18,7 +18,7 @@ rows measured so far, written after every part):
            loop): ours and timm compiled alike in each mode (each plan compiles for ~100 s)
   v2       EfficientFormerV2 S0 (batch 256, 1, 8), S1, S2 and L (batch 256): ours against timm's V2, as l1
   e2e      benchmarks/end_to_end.py: L1 bf16 optimized, 3,000 640x480 JPEGs on disk -> labels, against the model
-           alone, CPU decoding in worker processes (and GPU decoding where end_to_end.py offers it)
+           alone, CPU decoding in worker processes, then GPU decoding (--decode gpu)
 
     PYTHONPATH=src python benchmarks/gpu_bench.py --parts ceil,l1,l3,l7,tests
     # JSON (dated) and log go to $OUT (or --out); copy them into benchmarks/results/
@@ -388,11 +388,11 @@ def end_to_end(extra: list[str]) -> dict:
     """benchmarks/end_to_end.py as a subprocess (its own worker processes), its JSON read back."""
     here = os.path.dirname(os.path.abspath(__file__))
     out: dict = {}
-    for decode in ["cpu"] + (["gpu"] if "--decode" in open(os.path.join(here, "end_to_end.py")).read() else []):
+    for decode in ("cpu", "gpu"):
         target = os.path.join(os.environ.get("OUT", "/tmp"), f"end_to_end_{decode}.json")
         cmd = [sys.executable, os.path.join(here, "end_to_end.py"), "--models", "l1", "--device", "cuda",
                "--dtype", "bfloat16", "--optimize", "--images", "3000", "--batch-size", "256", "--write", target,
-               *extra] + (["--decode", decode] if decode == "gpu" else [])
+               "--decode", decode, *extra]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
                               env={**os.environ, "PYTHONPATH": os.path.join(os.path.dirname(here), "src")})
         out[decode] = {"rc": proc.returncode, "tail": (proc.stdout + proc.stderr)[-3000:]}

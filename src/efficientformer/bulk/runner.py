@@ -158,6 +158,21 @@ def predict_paths(classifier, paths: Sequence[str], *, top_k: int = 5, batch_siz
     return result
 
 
+def check_decode(decode: str, draft: bool) -> None:
+    """Refuse an unknown `decode`, and "gpu" with `draft` (the CLI asks before it reads any model).
+
+    Raises:
+        InputError: either.
+    """
+    from ..errors import InputError
+
+    if decode not in ("cpu", "gpu"):
+        raise InputError(f"decode={decode!r} is not a decoder; use 'cpu' (exact, worker processes) or 'gpu' (nvJPEG).")
+    if decode == "gpu" and draft:
+        raise InputError("--draft decodes JPEGs at a reduced scale on the CPU and --decode gpu decodes them whole "
+                         "on the GPU; use one of the two.")
+
+
 def gpu_decoder(classifier, decode: Any, draft: bool = False):
     """The `GpuDecoder` that `decode` asks for (None for "cpu"), checked against the classifier.
 
@@ -167,15 +182,11 @@ def gpu_decoder(classifier, decode: Any, draft: bool = False):
     """
     if not isinstance(decode, str):  # a GpuDecoder made by the caller (tests: on the CPU)
         return decode
+    check_decode(decode, draft)
     if decode == "cpu":
         return None
     from ..errors import InputError
 
-    if decode != "gpu":
-        raise InputError(f"decode={decode!r} is not a decoder; use 'cpu' (exact, worker processes) or 'gpu' (nvJPEG).")
-    if draft:
-        raise InputError("--draft decodes JPEGs at a reduced scale on the CPU and --decode gpu decodes them whole "
-                         "on the GPU; use one of the two.")
     if getattr(classifier, "model", None) is None:
         raise InputError("--decode gpu feeds PyTorch models, and an .onnx file runs through onnxruntime; use "
                          "--decode cpu for it.")

@@ -116,7 +116,7 @@ def expand_inputs(inputs: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
             add_folder(item)
         elif os.path.lexists(item):
             add_file(item)
-        elif archives.split(item) is not None and os.path.isfile(archives.split(item)[0]):
+        elif (member := archives.split(item)) is not None and os.path.isfile(member[0]):
             add_file(item)  # one member, "shard.tar::name" (read, or reported missing, when it is decoded)
         elif glob.has_magic(item):
             # shallowest first: a file that "**" also reaches through a link loop is shown by its shortest path

@@ -131,13 +131,12 @@ def _progress(total: int):
 
 def _check_gpu_decode(args: argparse.Namespace) -> None:
     """Refuse --decode gpu where it cannot run, before any model is read."""
+    from ..bulk.runner import check_decode
     from ..errors import InputError
 
     if args.device == "cpu":
         raise InputError("--decode gpu decodes on a CUDA GPU, but --device cpu was given; drop one of the two.")
-    if args.draft:
-        raise InputError("--draft decodes JPEGs at a reduced scale on the CPU and --decode gpu decodes them whole "
-                         "on the GPU; use one of the two.")
+    check_decode(args.decode, args.draft)
     try:
         import torch
     except ImportError:

@@ -65,6 +65,8 @@ torch = require("torch", "torch", "efficientformer.optimize")
 from torch import nn
 from torch.nn import functional as F
 
+from ..models.pytorch.layers import pointwise  # noqa: E402 - after the check that names optimize
+
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
           "fp16": torch.float16, "float16": torch.float16, "half": torch.float16}
@@ -80,13 +82,6 @@ def parse_dtype(dtype: Any) -> torch.dtype:
 
 
 # ------------------------------------------------------------------------------------------ folding
-def _pointwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """A 1x1 convolution of (B, C, H, W) with a (O, C) weight: a matrix product on channels-last memory."""
-    if x.is_contiguous(memory_format=torch.channels_last):
-        return F.linear(x.permute(0, 2, 3, 1), weight, bias).permute(0, 3, 1, 2)
-    return F.conv2d(x, weight[:, :, None, None], bias)
-
-
 @functools.lru_cache(maxsize=1)
 def linear_gelu_op():
     """The custom op `torch.ops.efficientformer.linear_gelu(x, weight, bias)` = GELU(x @ weight.T + bias) for a
@@ -243,10 +238,10 @@ class FusedMeta4D(nn.Module):
         if self.gelu_epilogue and x.is_contiguous(memory_format=torch.channels_last):
             hidden = _linear_gelu(x.permute(0, 2, 3, 1), self.w1, self.b1).permute(0, 3, 1, 2)
         else:
-            hidden = self.activation(_pointwise(x, self.w1, self.b1))
+            hidden = self.activation(pointwise(x, self.w1, self.b1))
         if self.defer_residual:
-            return x, _pointwise(hidden, self.w2, self.b2)
-        return x + _pointwise(hidden, self.w2, self.b2)
+            return x, pointwise(hidden, self.w2, self.b2)
+        return x + pointwise(hidden, self.w2, self.b2)
 
 
 class FusedMeta3D(GridBiasCache):

@@ -47,6 +47,7 @@ import numpy as np
 
 from ..errors import ConfigError, InputError, MissingDependencyError
 from . import archives, jpeg_header
+from .processor import crop_window, resize_shape
 from .resample import FILTERS, PRECISION_BITS, SUPPORTED, pillow_coefficients
 
 TOLERANCE = 0.5  # largest |pixel_values difference| from the CPU path the GPU tests allow (nvJPEG)
@@ -121,24 +122,6 @@ def check_processor(processor) -> None:
         raise ConfigError(f"GPU decoding resizes with bilinear, bicubic or box filters, but this processor uses "
                           f"{name}; use --decode cpu, or set resample to 3 (bicubic).")
     processor.lookup_table()  # a missing rescale factor or a zero std is refused here, before any file
-
-
-def resize_shape(height: int, width: int, size: dict) -> tuple[int, int]:
-    """The processor's resized (height, width): exact, or the shorter side to s and the longer to
-    int(s * long / short), as transformers computes it."""
-    if "shortest_edge" not in size:
-        return size["height"], size["width"]
-    short = size["shortest_edge"]
-    if width <= height:
-        return int(short * height / width), short
-    return short, int(short * width / height)
-
-
-def crop_offset(size: int, crop: int, rounding: str) -> int:
-    """Where a center crop starts along a side (negative: padded), with the processor's crop_rounding."""
-    if size >= crop:
-        return (size - crop) // 2 if rounding == "floor" else int(round((size - crop) / 2.0))
-    return -((crop - size + 1) // 2) if rounding == "floor" else -((crop - size) // 2)
 
 
 @lru_cache(maxsize=256)  # about 0.4 MB each for a photo's side
@@ -340,13 +323,10 @@ class GpuDecoder:
         left; negative where it is padded) and the part of the resized image it keeps (y0, x0, y1, x1)."""
         p = self.processor
         out_h, out_w = resize_shape(height, width, p.size) if p.do_resize else (height, width)
-        if p.do_center_crop:
-            crop_h, crop_w = p.crop_size["height"], p.crop_size["width"]
-            top, left = crop_offset(out_h, crop_h, p.crop_rounding), crop_offset(out_w, crop_w, p.crop_rounding)
-        else:
-            crop_h, crop_w, top, left = out_h, out_w, 0, 0
-        inner = (max(0, top), max(0, left), min(out_h, top + crop_h), min(out_w, left + crop_w))
-        return out_h, out_w, crop_h, crop_w, top, left, inner
+        if not p.do_center_crop:
+            return out_h, out_w, out_h, out_w, 0, 0, (0, 0, out_h, out_w)
+        top, left, (x0, y0, x1, y1) = crop_window(out_h, out_w, p.crop_size, p.crop_rounding)  # the CPU path's
+        return out_h, out_w, p.crop_size["height"], p.crop_size["width"], top, left, (y0, x0, y1, x1)
 
     def plan(self, height: int, width: int) -> None:
         """Compute the resize weights of a (height, width) image ahead (the reading threads call it, so that

@@ -260,7 +260,7 @@ class EfficientFormerImageProcessor:
         """Resize and center crop of 8-bit pixels: uint8 (H, W, 3) or (H, W)."""
         if do_resize:
             height, width = pixels.size
-            out_h, out_w = _resize_shape(height, width, size)
+            out_h, out_w = resize_shape(height, width, size)
             if do_center_crop:
                 array = _resized_crop(data, out_h, out_w, resample, crop_size, rounding, fast)
             else:
@@ -296,7 +296,7 @@ class EfficientFormerImageProcessor:
         if not self.do_resize:
             return None
         width, height = size
-        out_h, out_w = _resize_shape(height, width, self.size)
+        out_h, out_w = resize_shape(height, width, self.size)
         side = max(out_h, out_w)
         return side, side
 
@@ -610,7 +610,7 @@ def _read_json(path: str | os.PathLike) -> dict:
 
 
 # ---------------------------------------------------------------------- geometry
-def _resize_shape(height: int, width: int, size: dict) -> tuple[int, int]:
+def resize_shape(height: int, width: int, size: dict) -> tuple[int, int]:
     """Output (height, width) of transformers' resize: exact size, or shorter side -> s, longer int(s*long/short)."""
     if "shortest_edge" not in size:
         return size["height"], size["width"]
@@ -628,7 +628,7 @@ def _threads(value: Any) -> int | None:
     return value
 
 
-def _crop_offset(size: int, crop: int, rounding: str) -> int:
+def crop_offset(size: int, crop: int, rounding: str) -> int:
     """Where a center crop of `crop` starts in a side of `size`: negative when it is padded.
 
     transformers rounds the margin down (and pads the top/left by ceil); torchvision, hence timm, rounds half
@@ -638,10 +638,10 @@ def _crop_offset(size: int, crop: int, rounding: str) -> int:
     return -((crop - size + 1) // 2) if rounding == "floor" else -((crop - size) // 2)
 
 
-def _crop_window(height: int, width: int, crop: dict, rounding: str) -> tuple[int, int, tuple[int, int, int, int]]:
+def crop_window(height: int, width: int, crop: dict, rounding: str) -> tuple[int, int, tuple[int, int, int, int]]:
     """(top, left) offsets of the crop, and the part of the image it covers as (left, top, right, bottom)."""
-    top = _crop_offset(height, crop["height"], rounding)
-    left = _crop_offset(width, crop["width"], rounding)
+    top = crop_offset(height, crop["height"], rounding)
+    left = crop_offset(width, crop["width"], rounding)
     inner = (max(0, left), max(0, top), min(width, left + crop["width"]), min(height, top + crop["height"]))
     return top, left, inner
 
@@ -659,7 +659,7 @@ def _place(region: np.ndarray, top: int, left: int, inner: tuple[int, int, int, 
 def _center_crop(array: np.ndarray, crop: dict, rounding: str) -> np.ndarray:
     """transformers' center_crop on an (H, W[, C]) array: a view when it fits, zero padding where it does not
     (only the crop is allocated, never the padded image)."""
-    top, left, inner = _crop_window(array.shape[0], array.shape[1], crop, rounding)
+    top, left, inner = crop_window(array.shape[0], array.shape[1], crop, rounding)
     return _place(array[inner[1]:inner[3], inner[0]:inner[2]], top, left, inner, crop)
 
 
@@ -667,7 +667,7 @@ def _resized_crop(data: Any, out_h: int, out_w: int, resample: int, crop: dict, 
                   fast: bool) -> np.ndarray:
     """transformers' resize to (out_h, out_w) then center crop, computing only the resized pixels the crop keeps:
     the resized image itself may be far too large to hold (a 1x100000 image resized to 256x25600000)."""
-    top, left, inner = _crop_window(out_h, out_w, crop, rounding)
+    top, left, inner = crop_window(out_h, out_w, crop, rounding)
     return _place(resize_crop(data, out_w, out_h, resample, inner, fast), top, left, inner, crop)
 
 

@@ -93,7 +93,7 @@ def _filter(resample: int, x: np.ndarray) -> np.ndarray:
 
 
 def pillow_coefficients(in_size: int, out_size: int, resample: int, start: int, stop: int
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """For output samples start..stop-1 of a resize of in_size to out_size: first input index, number of taps,
     and integer weights (stop - start, ksize) as float64. Each sample's weights depend only on its own
     position, so computing a range gives the same numbers as computing all of them."""

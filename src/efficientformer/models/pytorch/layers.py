@@ -133,18 +133,25 @@ class ConvMlp(nn.Module):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.dropout(self.activation(self.batchnorm_before(_pointwise(self.convolution1, x))))
-        return self.dropout(self.batchnorm_after(_pointwise(self.convolution2, x)))
+        x = self.dropout(self.activation(self.batchnorm_before(_conv1x1(self.convolution1, x))))
+        return self.dropout(self.batchnorm_after(_conv1x1(self.convolution2, x)))
 
 
-def _pointwise(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-    """The 1x1 convolution `conv(x)`. On channels-last memory it is the same function as a matrix product over the
-    rows (B*H*W, C) of the NHWC view, and computed as one: cuBLAS and Inductor then run a plain GEMM with the bias
-    in its epilogue (L1 training on an H200, bf16, batch 256: 4% more images/s than as a convolution,
-    BENCHMARKS.md). Traced export keeps the convolution, which every converter knows."""
-    if torch.jit.is_tracing() or not x.is_contiguous(memory_format=torch.channels_last):
+def pointwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """A 1x1 convolution of (B, C, H, W) with a (O, C) weight. On channels-last memory it is the same function as a
+    matrix product over the rows (B*H*W, C) of the NHWC view, and computed as one: cuBLAS and Inductor then run a
+    plain GEMM with the bias in its epilogue (L1 training on an H200, bf16, batch 256: 4% more images/s than as a
+    convolution, BENCHMARKS.md; the optimized network's blocks use it too)."""
+    if x.is_contiguous(memory_format=torch.channels_last):
+        return F.linear(x.permute(0, 2, 3, 1), weight, bias).permute(0, 3, 1, 2)
+    return F.conv2d(x, weight[:, :, None, None], bias)
+
+
+def _conv1x1(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """`conv(x)` through `pointwise`; traced export keeps the convolution, which every converter knows."""
+    if torch.jit.is_tracing():
         return conv(x)
-    return F.linear(x.permute(0, 2, 3, 1), conv.weight.flatten(1), conv.bias).permute(0, 3, 1, 2)
+    return pointwise(x, conv.weight.flatten(1), conv.bias)
 
 
 class Meta4D(nn.Module):
