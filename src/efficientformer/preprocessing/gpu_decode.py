@@ -47,7 +47,7 @@ import numpy as np
 
 from ..errors import ConfigError, InputError, MissingDependencyError
 from . import archives, jpeg_header
-from .processor import crop_window, resize_shape
+from .processor import check_output_size, crop_window, resize_shape
 from .resample import FILTERS, PRECISION_BITS, SUPPORTED, pillow_coefficients
 
 TOLERANCE = 0.5  # largest |pixel_values difference| from the CPU path the GPU tests allow (nvJPEG)
@@ -292,13 +292,7 @@ class GpuDecoder:
         if p.do_center_crop:
             return p.crop_size["height"], p.crop_size["width"]
         out = resize_shape(height, width, p.size) if p.do_resize else (height, width)
-        from .processor import MAX_OUTPUT_PIXELS
-
-        if out[0] * out[1] > MAX_OUTPUT_PIXELS:
-            verb = "resized to" if p.do_resize else "kept at"
-            raise InputError(f"{Path(path).name} would be {verb} {out[1]}x{out[0]} pixels, more than the "
-                             f"{MAX_OUTPUT_PIXELS} this processor returns per image; enable do_center_crop or use "
-                             "a {'height', 'width'} size.")
+        check_output_size(out[0], out[1], Path(path).name, "resized to" if p.do_resize else "kept at")
         return out
 
     def _crops(self, images: list, shape: tuple[int, int]):

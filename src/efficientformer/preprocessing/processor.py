@@ -264,7 +264,7 @@ class EfficientFormerImageProcessor:
             if do_center_crop:
                 array = _resized_crop(data, out_h, out_w, resample, crop_size, rounding, fast)
             else:
-                _check_output(out_h, out_w, pixels.name, "resized to")
+                check_output_size(out_h, out_w, pixels.name, "resized to")
                 array = resize_crop(data, out_w, out_h, resample, (0, 0, out_w, out_h), fast)
         else:
             array = np.asarray(data) if isinstance(data, Image.Image) else data
@@ -671,14 +671,15 @@ def _resized_crop(data: Any, out_h: int, out_w: int, resample: int, crop: dict, 
     return _place(resize_crop(data, out_w, out_h, resample, inner, fast), top, left, inner, crop)
 
 
-def _check_output(height: int, width: int, name: str, what: str) -> None:
+def check_output_size(height: int, width: int, name: str, what: str) -> None:
+    """Refuse an output of more than MAX_OUTPUT_PIXELS (`what`: "resized to" or "kept at"), in one sentence."""
     if height * width > MAX_OUTPUT_PIXELS:
         raise InputError(f"{name} would be {what} {width}x{height} pixels, more than the {MAX_OUTPUT_PIXELS} this "
                          "processor returns per image; enable do_center_crop or use a {'height', 'width'} size.")
 
 
 def _bounded(array: np.ndarray, name: str) -> np.ndarray:
-    _check_output(array.shape[0], array.shape[1], name, "kept at")
+    check_output_size(array.shape[0], array.shape[1], name, "kept at")
     return array
 
 
