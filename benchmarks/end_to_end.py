@@ -12,8 +12,8 @@ temporary folder. For each model:
 - "end to end": `efficientformer.bulk.runner.predict_paths` over the files (decode, resize, crop in worker
   processes, lookup table, copy, model, top-5, records written to a .jsonl file), with `--workers` processes
   (default: one per core but one) and with 0 (everything in the main process); with `--decode gpu`
-  (CUDA only) the files are read by `--workers` threads and decoded, resized and normalized on the GPU
-  (`efficientformer.preprocessing.gpu_decode`), timed once per round with those threads;
+  (CUDA only) the files are read by `--workers` processes and decoded, resized and normalized on the GPU
+  (`efficientformer.preprocessing.gpu_decode`), timed once per round with those processes;
 and the ratio end-to-end / model-only. The three are timed in interleaved rounds (`--rounds`), keeping the best
 of each, so that a burst of load from other processes on a shared machine hits one round, not one figure.
 "l1" is EfficientFormer-L1 with random weights (1000 classes, 224x224:
@@ -119,10 +119,21 @@ def end_to_end(classifier, paths: list[str], batch_size: int, workers: int, fold
     return len(paths) / elapsed
 
 
+def decode_only(classifier, paths: list[str], batch_size: int, workers: int) -> float:
+    """Images/s of the CPU loader alone (`bulk.loader.batches`: decode, resize, crop in `workers` processes),
+    no model: what the data path can feed at most."""
+    from efficientformer.bulk.loader import batches
+
+    start = time.perf_counter()
+    count = sum(len(batch.names) for batch in batches(paths, batch_size, classifier.processor, workers))
+    assert count == len(paths), (count, len(paths))
+    return count / (time.perf_counter() - start)
+
+
 def end_to_end_key(decode: str, workers: int) -> str:
     """The results key of an end-to-end figure (CPU decoding keeps the names earlier results files use)."""
     if decode == "gpu":
-        return f"end_to_end_gpu_decode_{workers}_threads_images_per_s"
+        return f"end_to_end_gpu_decode_{workers}_readers_images_per_s"
     return f"end_to_end_{workers}_workers_images_per_s"
 
 
@@ -152,9 +163,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--optimize", action="store_true", help="run efficientformer.deploy.optimize's network")
     parser.add_argument("--draft", action="store_true", help="decode at a reduced JPEG DCT scale (not exact)")
     parser.add_argument("--decode", choices=("cpu", "gpu"), default="cpu",
-                        help="gpu: nvJPEG decoding and resizing on the GPU (--device cuda; --workers reading threads)")
+                        help="gpu: nvJPEG decoding and resizing on the GPU (--device cuda; --workers reading processes)")
     parser.add_argument("--seconds", type=float, default=10.0, help="model-only timing length per model")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the best of each is kept")
+    parser.add_argument("--no-serial", action="store_true",
+                        help="skip the 0-workers run (slow on a many-core GPU host) and time the loader alone instead")
     parser.add_argument("--write", default=None, help="write the results as json to this path")
     args = parser.parse_args(argv)
     if args.decode == "gpu" and (not args.device.startswith("cuda") or args.draft):
@@ -170,11 +183,16 @@ def main(argv: list[str] | None = None) -> int:
             classifier = build(name, args.device, args.dtype, args.optimize)
             # warm-up: compiles, CUDA graphs, nvJPEG's decoder and the resize weights of these sizes
             end_to_end(classifier, paths[:args.batch_size * 2], args.batch_size, 0, folder, decode=args.decode)
+            # and the worker processes started, as a service or a long job has them
+            end_to_end(classifier, paths[:args.batch_size * 2], args.batch_size, workers, folder, decode=args.decode)
             row = {"model": name, "batch_size": args.batch_size, "images": args.images, "rounds": args.rounds,
                    "decode": args.decode}
             keys = ["model_only_images_per_s", end_to_end_key(args.decode, workers)]
-            if args.decode == "cpu":  # GPU decoding reads with threads in this process: no "0 workers" run
+            if args.decode == "cpu" and not args.no_serial:  # GPU decoding: no "0 workers" run
                 keys.append(end_to_end_key("cpu", 0))
+            loader_key = f"decode_only_{workers}_workers_images_per_s"
+            if args.decode == "cpu" and args.no_serial:
+                row[loader_key] = 0.0
             for key in keys:
                 row[key] = 0.0
             for _ in range(args.rounds):  # interleaved, best of each: a burst of load elsewhere hits one round
@@ -183,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
                 for key, count in zip(keys[1:], (workers, 0)):
                     row[key] = max(row[key], end_to_end(classifier, paths, args.batch_size, count, folder,
                                                         args.draft, args.decode))
+                if loader_key in row:
+                    row[loader_key] = max(row[loader_key], decode_only(classifier, paths, args.batch_size, workers))
             best = max(row[key] for key in keys[1:])
             row["end_to_end_over_model_only"] = best / row["model_only_images_per_s"]
             results.append(row)
@@ -195,10 +215,11 @@ def main(argv: list[str] | None = None) -> int:
             "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
     print(json.dumps(info))
     if args.decode == "cpu":
-        columns = [(end_to_end_key("cpu", workers), f"end to end, {workers} workers"),
-                   (end_to_end_key("cpu", 0), "end to end, 0 workers")]
+        columns = [(end_to_end_key("cpu", workers), f"end to end, {workers} workers")]
+        columns.append((f"decode_only_{workers}_workers_images_per_s", f"loader alone, {workers} workers")
+                       if args.no_serial else (end_to_end_key("cpu", 0), "end to end, 0 workers"))
     else:
-        columns = [(end_to_end_key("gpu", workers), f"end to end, GPU decoding, {workers} reading threads")]
+        columns = [(end_to_end_key("gpu", workers), f"end to end, GPU decoding, {workers} reading processes")]
     print("| model | model only (img/s) | " + " | ".join(f"{title} (img/s)" for _, title in columns)
           + " | best / model only |")
     print("|---|---:|" + "---:|" * len(columns) + "---:|")

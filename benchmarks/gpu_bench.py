@@ -17,7 +17,9 @@ rows measured so far, written after every part):
   train    L1 training steps at batch 256, bf16 autocast, channels-last, fused AdamW (benchmarks/train_speed.py's
            loop): ours and timm compiled alike in each mode (each plan compiles for ~100 s)
   v2       EfficientFormerV2 S0 (batch 256, 1, 8), S1, S2 and L (batch 256): ours against timm's V2, as l1
-  e2e      benchmarks/end_to_end.py: L1 bf16 optimized, 3,000 640x480 JPEGs on disk -> labels, against the model
+  autotune L3 and L7 at batch 256: the defaults and timm, then Inductor's max-autotune (Triton GEMM templates
+           with fused epilogues, cuBLAS where it wins) with and without the cuBLASLt GELU epilogue
+  e2e      benchmarks/end_to_end.py: L1 bf16 optimized, 8,000 640x480 JPEGs on disk -> labels, against the model
            alone, CPU decoding in worker processes, then GPU decoding (--decode gpu)
 
     PYTHONPATH=src python benchmarks/gpu_bench.py --parts ceil,l1,l3,l7,tests
@@ -391,8 +393,8 @@ def end_to_end(extra: list[str]) -> dict:
     for decode in ("cpu", "gpu"):
         target = os.path.join(os.environ.get("OUT", "/tmp"), f"end_to_end_{decode}.json")
         cmd = [sys.executable, os.path.join(here, "end_to_end.py"), "--models", "l1", "--device", "cuda",
-               "--dtype", "bfloat16", "--optimize", "--images", "3000", "--batch-size", "256", "--write", target,
-               "--decode", decode, *extra]
+               "--dtype", "bfloat16", "--optimize", "--images", "8000", "--batch-size", "256", "--write", target,
+               "--decode", decode, "--seconds", "3", *(["--no-serial"] if decode == "cpu" else []), *extra]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
                               env={**os.environ, "PYTHONPATH": os.path.join(os.path.dirname(here), "src")})
         out[decode] = {"rc": proc.returncode, "tail": (proc.stdout + proc.stderr)[-3000:]}
@@ -451,6 +453,12 @@ def main() -> int:
                 results["v2"] = {name: compare(name, batches, args.min_time) for name, batches in
                                  (("s0", [256, 1, 8]), ("l", [256]), ("s1", [256]), ("s2", [256]))
                                  if time.perf_counter() - STARTED < args.budget}
+            elif part == "autotune":
+                tuned = {"max-autotune": {"compile": "max-autotune-no-cudagraphs"},
+                         "max-autotune, GELU by Inductor": {"compile": "max-autotune-no-cudagraphs",
+                                                            "gelu_epilogue": False}}
+                results["autotune"] = {name: compare(name, [256], args.min_time, extra_modes=tuned)
+                                       for name in ("l3", "l7") if time.perf_counter() - STARTED < args.budget}
             elif part == "e2e":
                 results["e2e"] = end_to_end([])
             elif part == "kernel":

@@ -276,6 +276,9 @@ def test_bulk_prediction_writes_the_cpu_paths_records_and_resumes(classifier, fo
     dec = decoder(classifier.processor)
     gpu = predict_paths(classifier, folder, top_k=3, batch_size=4, workers=2, output=gpu_out, decode=dec)
     assert gpu_out.read_text() == cpu_out.read_text() and len(gpu_out.read_text().splitlines()) == 9
+    threads_out = tmp_path / "threads.jsonl"  # files read by threads of this process instead of 2 processes
+    predict_paths(classifier, folder, top_k=3, batch_size=4, workers=0, output=threads_out, decode=dec)
+    assert threads_out.read_text() == cpu_out.read_text()
     assert gpu.failed == cpu.failed and [name for name, _ in gpu.failed] == [folder[-1]]
     lines = gpu_out.read_text().splitlines(keepends=True)
     gpu_out.write_text("".join(lines[:4]))  # a job killed after its first batch

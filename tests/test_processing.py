@@ -226,7 +226,8 @@ def test_numpy_resample_steps_aside_when_pillow_computes_differently(monkeypatch
     resize then goes to Pillow (exact either way)."""
     from efficientformer.preprocessing import resample
 
-    monkeypatch.setattr(resample, "vertical_first", lambda *sizes: False)  # as Pillow < 13 would order them
+    real = resample.vertical_first
+    monkeypatch.setattr(resample, "vertical_first", lambda *sizes: not real(*sizes))  # the other release's order
     resample._matches_installed_pillow.cache_clear()
     try:
         assert not resample.supported(3)
@@ -390,6 +391,8 @@ def test_pixel_view_is_the_image_or_nothing(fixtures_dir):
         view, _keep = pixel_view(candidate)
         assert np.array_equal(view, np.asarray(candidate)) and not view.flags.writeable
     assert pixel_view(image.convert("RGBA")) is None  # other modes: callers copy
+    # over a numpy buffer (how 16-bit and float images reach the resize): Pillow 12's export of these crashed
+    assert pixel_view(Image.fromarray(np.asarray(image.convert("L")))) is None
     view, _keep, words = pixel_view(image, words=True)
     for channel in range(3):  # R in the low byte of each word, then G, then B
         assert np.array_equal((words >> (8 * channel)) & 255, np.asarray(image)[:, :, channel])

@@ -165,9 +165,12 @@ class ImageClassifier:
 
         Args:
             images: one image or a list of them: file paths (str or Path), PIL images, or numpy arrays
-                (HWC uint8, or what `EfficientFormerImageProcessor` accepts). A folder, a glob pattern or a
-                `.csv` list stands for its image files, in the order `predict_files` takes them (which also
-                returns their names and reports unreadable files instead of raising).
+                (HWC uint8, or what `EfficientFormerImageProcessor` accepts). A folder, a glob pattern, a
+                `.csv` list or an `hf:NAME[:CONFIG]` / `hf:FOLDER` dataset stands for its images, in the
+                order `predict_files` takes them (which also returns their names and reports unreadable
+                files instead of raising). A `datasets.Dataset` object gives the images of its image column
+                (the first with the Image feature, else "image" / "img"), decoded here batch by batch as
+                its rows are by name (`workers` does not apply to it).
             top_k: classes per image (at most the number of labels).
             batch_size: images per forward pass.
             workers: for file paths, decode them in this many processes ahead of the model (the same
@@ -181,6 +184,11 @@ class ImageClassifier:
         """
         if top_k < 1 or batch_size < 1:
             raise InputError(f"top_k and batch_size must be positive, got top_k={top_k}, batch_size={batch_size}.")
+        from .preprocessing import hf_datasets
+
+        if hf_datasets.is_dataset(images):  # a datasets.Dataset object: its image column, batch by batch
+            return [predictions for batch in hf_datasets.dataset_images(images, batch_size)
+                    for predictions in self.rank(self.logits(batch), top_k)]
         items = _expand_sources([images] if _is_single(images) else list(images))
         if workers and items and all(isinstance(item, (str, os.PathLike)) for item in items):
             from .bulk.runner import predict_paths
@@ -197,8 +205,10 @@ class ImageClassifier:
 
     def predict_files(self, sources: Any, top_k: int = 5, batch_size: int = 32, workers: int | None = None,
                       output: str | os.PathLike | None = None, progress: bool = False, keep: bool = True,
-                      draft: bool = False, decode: str = "cpu"):
-        """Classify every image file of `sources` (files, folders, glob patterns, `.csv` lists), in bulk:
+                      draft: bool = False, decode: str = "cpu", split: str | None = None,
+                      image_column: str | None = None):
+        """Classify every image file of `sources` (files, folders, glob patterns, `.csv` lists, `.tar` shards,
+        the rows of `hf:` datasets, named "hf:SOURCE/SPLIT/ROW"), in bulk:
         worker processes decode ahead of the model, bad files are reported rather than raised, and with
         `output` (`.jsonl` or `.csv`) each batch's records are appended as it is done, and a rerun skips the
         images already there (`efficientformer.bulk`).
@@ -215,7 +225,10 @@ class ImageClassifier:
                 far larger than the model's input; not exact, see `efficientformer predict --draft`).
             decode: "cpu" (exact, worker processes) or "gpu": nvJPEG decodes the JPEGs on the model's CUDA GPU,
                 which also resizes and normalizes them (`efficientformer.preprocessing.gpu_decode`, within its
-                stated tolerance; `workers` then counts the threads that read the files). Needs torchvision.
+                stated tolerance; `workers` then counts the processes that read the files, 0 threads). Needs torchvision.
+            split, image_column: the split of `hf:` sources (None: "test", or the dataset's only split) and the
+                column holding their images (None: the first with the Image feature), as
+                `efficientformer predict --split / --image-column`.
 
         Returns:
             `BulkResult`: `.predictions` [(path, [Prediction, ...])] of this call, `.failed` [(path, reason)]
@@ -233,7 +246,7 @@ class ImageClassifier:
         if top_k < 1 or batch_size < 1:
             raise InputError(f"top_k and batch_size must be positive, got top_k={top_k}, batch_size={batch_size}.")
         items = [sources] if isinstance(sources, (str, os.PathLike)) else list(sources)
-        paths, skipped = expand_inputs([os.fspath(item) for item in items])
+        paths, skipped = expand_inputs([os.fspath(item) for item in items], split, image_column)
         if not paths:
             raise InputError(f"no image files found in {items}; pass image files, folders, globs or .csv lists.")
         result = predict_paths(self, paths, top_k=top_k, batch_size=batch_size, workers=workers, output=output,
@@ -390,15 +403,18 @@ def _refuse_non_finite(rows: int, total: int) -> None:
 
 
 def _expand_sources(items: list) -> list:
-    """`items` with each folder, glob pattern or `.csv` list replaced by its image files (what the folder
-    search skipped is warned about)."""
+    """`items` with each folder, glob pattern, `.csv` list or `hf:` dataset replaced by its image files or rows
+    (what the folder search skipped is warned about)."""
     from .bulk.sources import expand_inputs, is_list_file
+    from .preprocessing import hf_datasets
 
     out: list = []
     for item in items:
         if isinstance(item, (str, os.PathLike)):
             name = os.fspath(item)
-            if os.path.isdir(name) or is_list_file(name) or (not os.path.lexists(name) and _has_magic(name)):
+            whole_dataset = hf_datasets.is_source(name) and hf_datasets.parse_row(name) is None
+            if os.path.isdir(name) or is_list_file(name) or (not os.path.lexists(name) and (
+                    _has_magic(name) or whole_dataset)):
                 paths, skipped = expand_inputs([name])
                 if skipped:
                     import warnings

@@ -3,7 +3,7 @@
 `predict_paths` runs an `ImageClassifier` over a list of files: worker processes decode and crop the next
 batches (`bulk.loader`) while the model runs the current one; on a GPU each batch goes through pinned
 memory with a non-blocking copy, and the previous batch's classes are ranked and written while the GPU
-computes. With `decode="gpu"`, threads read the files' bytes ahead and each batch is decoded, resized and
+computes. With `decode="gpu"`, worker processes read the files' bytes ahead and each batch is decoded, resized and
 normalized on the GPU instead (`preprocessing.gpu_decode`: nvJPEG, within its stated tolerance of the CPU
 path); records, resuming, sharding and the reasons given for failed files are the same.
 
@@ -64,7 +64,8 @@ def predict_paths(classifier, paths: Sequence[str], *, top_k: int = 5, batch_siz
         classifier: an `ImageClassifier` (PyTorch or ONNX).
         paths: image files, in order (`bulk.sources.expand_inputs` turns folders, globs and CSV lists into this).
         workers: decoding processes; None picks `loader.default_workers`, 0 decodes in this process. With
-            GPU decoding: the threads that read the files (None: one per core but one; 0 counts as 1).
+            GPU decoding: the processes that read the files (None: as for CPU decoding; 0: threads of this
+            process, one per core but one).
         output: a `.jsonl` or `.csv` results file, appended batch by batch and resumed from.
         names: the name each path gets in records (default: the path).
         progress: a `bulk.progress.Progress`, or a callable `make(total) -> Progress`, or None.
@@ -73,7 +74,7 @@ def predict_paths(classifier, paths: Sequence[str], *, top_k: int = 5, batch_siz
         draft: decode JPEGs at a reduced DCT scale that still covers the resize (faster for large photos,
             not exact: `efficientformer predict --draft`, BENCHMARKS.md).
         decode: "cpu" (the exact CPU path, in `workers` processes), "gpu" (nvJPEG on the classifier's CUDA
-            device, `workers` reading threads) or a `preprocessing.gpu_decode.GpuDecoder` (any device).
+            device, `workers` reading processes) or a `preprocessing.gpu_decode.GpuDecoder` (any device).
 
     Raises:
         InputError: a bad output file name, an output written with another --top-k or not a results file;
@@ -101,9 +102,9 @@ def predict_paths(classifier, paths: Sequence[str], *, top_k: int = 5, batch_siz
         target = records.part_path(output, rank) if dist is not None else output
     if dist is not None:
         todo = todo[rank::world]
-    if decoder is not None:  # reading threads: at least one, one per core but one by default
-        threads = max(1, loader.default_workers(10 ** 9, 1) if workers is None else workers)
-        source = decoder.batches(todo, batch_size, threads)
+    if decoder is not None:  # reading processes as for CPU decoding; 0: threads here, one per core but one
+        processes = loader.default_workers(len(todo), batch_size) if workers is None else workers
+        source = decoder.batches(todo, batch_size, max(1, loader.default_workers(10 ** 9, 1)), processes=processes)
     else:
         if workers is None:
             workers = loader.default_workers(len(todo), batch_size)

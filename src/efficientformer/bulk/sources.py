@@ -9,6 +9,10 @@ and file taken once, so a link loop classifies nothing twice) for files with an 
 searched, as a shell glob skips them. A glob's matches count as if named on the command line (a matched
 folder is searched, except under "**", which lists the folder's files itself). Everything not taken is
 returned with the reason, so that callers report it.
+
+An input `hf:NAME[:CONFIG]` (a dataset of the Hugging Face Hub) or `hf:FOLDER` (one written by
+`save_to_disk`) stands for every row of one split, named "hf:SOURCE/SPLIT/ROW" (`preprocessing.hf_datasets`;
+`split` and `image_column` pick which); a row's own name is taken as it is.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import glob
 import os
 
 from ..errors import InputError
-from ..preprocessing import archives
+from ..preprocessing import archives, hf_datasets
 
 LIST_SUFFIX = ".csv"
 _PATH_COLUMNS = ("image", "path", "file", "filename", "filepath", "image_path")
@@ -60,11 +64,18 @@ def _from_list(list_path: str, entry: str) -> str:
     return entry if os.path.isabs(entry) else os.path.join(os.path.dirname(list_path), entry)
 
 
-def expand_inputs(inputs: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
+def expand_inputs(inputs: list[str], split: str | None = None,
+                  image_column: str | None = None) -> tuple[list[str], list[tuple[str, str]]]:
     """(image paths in order, each real file once; [(input or path, reason)] for everything skipped).
 
     Files named directly (or matched by a glob) are kept whatever their extension; folders give their image
-    files in sorted order and report their other files, unreadable sub-folders and broken links.
+    files in sorted order and report their other files, unreadable sub-folders and broken links; `hf:`
+    datasets give the names of the rows of `split` (None: "test", or the dataset's only split), their images
+    taken from `image_column` (None: the first Image column).
+
+    Raises:
+        InputError: a CSV list that cannot be read; an `hf:` dataset, split or column that does not exist.
+        MissingDependencyError: an `hf:` input without `datasets` installed.
     """
     paths: list[str] = []
     skipped: list[tuple[str, str]] = []
@@ -105,8 +116,22 @@ def expand_inputs(inputs: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
         for path in sorted(found or ()):
             add_file(path)
 
+    def add_rows(item: str) -> None:
+        if hf_datasets.parse_row(item) is not None:  # one row (read, or reported missing, when it is decoded)
+            names = [item]
+        else:
+            names = hf_datasets.row_names(item[len(hf_datasets.PREFIX):], split, image_column)
+            if not names:
+                skipped.append((item, "the dataset's split holds no rows"))
+        for name in names:
+            if name not in seen_files:
+                seen_files.add(name)
+                paths.append(name)
+
     for item in inputs:
-        if is_list_file(item):
+        if hf_datasets.is_source(item) and not os.path.lexists(item):
+            add_rows(item)
+        elif is_list_file(item):
             for path in read_list(item):
                 if os.path.lexists(path):
                     add_file(path)

@@ -2,9 +2,12 @@
 
 Inputs are image files, folders, glob patterns and `.csv` lists of image paths (`efficientformer.bulk.sources`:
 folders are searched recursively for the extensions Pillow decodes, each real file taken once; a file named
-directly is decoded whatever its name). Worker processes (`--workers`) decode and crop the next batches
+directly is decoded whatever its name), `.tar` shards, and Hugging Face datasets: `hf:NAME[:CONFIG]` (the
+Hub, or its local cache) or `hf:FOLDER` (written by `save_to_disk`) stands for every row of one split
+(`--split`, default test or the only split), each named `hf:SOURCE/SPLIT/ROW` in the results
+(`efficientformer.preprocessing.hf_datasets`). Worker processes (`--workers`) decode and crop the next batches
 while the model runs; on a GPU the batches go through pinned memory with non-blocking copies. With
-`--decode gpu`, threads read the files and nvJPEG decodes the JPEGs on the GPU, which also resizes and
+`--decode gpu`, worker processes read the files and nvJPEG decodes the JPEGs on the GPU, which also resizes and
 normalizes them (`efficientformer.preprocessing.gpu_decode`; other formats are decoded on the CPU).
 
 With `--output FILE.jsonl` (or `.csv`) each batch's records are appended to the file as one whole piece as
@@ -24,6 +27,7 @@ examples:
   efficientformer predict photos/ "more/*.png" --model efficientformer_l1_300d.pth --top-k 3
   efficientformer predict photos/ --model my-finetuned-folder --format csv > predictions.csv
   efficientformer predict photos/ list.csv --output predictions.jsonl --workers 4   # rerun to resume
+  efficientformer predict hf:beans --split test --output beans.jsonl   # every row of a Hugging Face dataset
   efficientformer predict photos/ --device cuda --optimize --decode gpu --batch-size 256 --output predictions.jsonl
   torchrun --nproc-per-node 8 -m efficientformer predict photos/ --device cuda --output predictions.jsonl
 """
@@ -39,7 +43,7 @@ import sys
 from ..bulk.sources import expand_inputs  # noqa: F401 - the folder search, named here since before bulk/
 from ..bundled import default_model_path, sample_images_path
 
-HELP = "classify images (files, folders, globs) and print the top classes"
+HELP = "classify images (files, folders, globs, .tar shards, Hugging Face datasets) and print the top classes"
 
 PROGRESS_MIN_IMAGES = 64  # below this, no progress bar
 BUNDLED_NOTE = ("the bundled demo model knows 10 Fashion-MNIST clothing classes (96x96 grayscale images), so it "
@@ -49,8 +53,10 @@ BUNDLED_NOTE = ("the bundled demo model knows 10 Fashion-MNIST clothing classes 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="*", metavar="IMAGE",
-                        help="image files, folders, glob patterns or .csv lists of images (default: the sample "
-                             "images bundled with the package, Fashion-MNIST test images for the bundled model)")
+                        help="image files, folders, glob patterns, .csv lists of images, .tar shards, or "
+                             "hf:NAME[:CONFIG] / hf:FOLDER for the rows of a Hugging Face dataset (default: the "
+                             "sample images bundled with the package, Fashion-MNIST test images for the bundled "
+                             "model)")
     parser.add_argument("--model", "-m", default=None,
                         help="checkpoint: folder, hub id or weights file in the transformers, timm or original "
                              "layout (default: the model bundled with the package)")
@@ -73,7 +79,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "edges: BENCHMARKS.md)")
     parser.add_argument("--workers", "-j", type=int, default=None,
                         help="processes that decode images ahead of the model (default: one per core but one; "
-                             "0: decode in the main process); with --decode gpu, threads that read the files")
+                             "0: decode in the main process); with --decode gpu, processes that read the files (0: threads)")
+    parser.add_argument("--split", default=None,
+                        help="split of hf: inputs (default: test, or the dataset's only split)")
+    parser.add_argument("--image-column", default=None, metavar="COLUMN",
+                        help="column of hf: inputs that holds the images (default: the first with the Image "
+                             "feature, else one named image or img)")
     parser.add_argument("--decode", choices=("cpu", "gpu"), default="cpu",
                         help="cpu (default): decode and resize in worker processes, exactly as the processor; "
                              "gpu: decode JPEGs with nvJPEG and resize on the GPU (needs CUDA and torchvision; "
@@ -178,7 +189,11 @@ def run(args: argparse.Namespace) -> int:
 
         context = init_distributed(args.device or "auto")
         rank, device = context.rank, str(context.device)
-    paths, skipped = expand_inputs(args.inputs or [sample_images_path()])
+    if (args.split is not None or args.image_column is not None) and not any(
+            item.startswith("hf:") for item in args.inputs):
+        raise InputError("--split and --image-column choose the rows of hf: inputs, and none was given; add an "
+                         "hf:NAME or hf:FOLDER input, or drop them.")
+    paths, skipped = expand_inputs(args.inputs or [sample_images_path()], args.split, args.image_column)
     shown = {path: _display_name(path, bundled=not args.inputs) for path in paths}
     failed = 0
     for item, reason in skipped if rank == 0 else ():

@@ -1,10 +1,13 @@
 """Train or fine-tune an EfficientFormer classifier, optionally distilling from a teacher.
 
 DATA is an image folder (one sub-folder per class; DATA/train + DATA/val are used as splits when present),
-a CSV of path,label rows, a folder of MNIST-style IDX files (e.g. Fashion-MNIST), or hf:NAME for a
-Hugging Face dataset (pip install datasets). The trained model goes to OUTPUT/model (config.json,
+a CSV of path,label rows, a folder of MNIST-style IDX files (e.g. Fashion-MNIST), hf:NAME for a
+Hugging Face dataset (pip install datasets), or synthetic:CLASSES:COUNT (random images in memory, to
+measure training speed without reading files). The trained model goes to OUTPUT/model (config.json,
 model.safetensors, preprocessor_config.json), ready for `efficientformer predict --model OUTPUT/model`.
-OUTPUT also gets last.pt (the resumable state), metrics.jsonl, epochs.csv, curves.png and confusion.png.
+OUTPUT also gets last.pt (the resumable state), metrics.jsonl, epochs.csv, curves.png, confusion.png and
+summary.json (steps, steady images/s after the first steps and, under torchrun, whether every process ended
+with the same weights: replicas_identical), the last also after --stop-after-steps.
 
 examples:
   efficientformer train flowers/ --model l1 --image-size 128 --epochs 20 --output runs/flowers
@@ -34,7 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..training.settings import DISTILLATION_MODES, PRECISIONS
     from ..training.settings import TrainConfig as D  # every default is TrainConfig's (no PyTorch needed)
 
-    parser.add_argument("data", metavar="DATA", help="image folder, CSV file, IDX folder or hf:NAME[:CONFIG]")
+    parser.add_argument("data", metavar="DATA",
+                        help="image folder, CSV file, IDX folder, hf:NAME[:CONFIG] or synthetic:CLASSES:COUNT")
     parser.add_argument("--output", "-o", default=D.output_dir, help="output folder (default: %(default)s)")
     parser.add_argument("--resume", default=D.resume, metavar="auto|PATH",
                         help="continue from OUTPUT/last.pt ('auto') or a checkpoint file")

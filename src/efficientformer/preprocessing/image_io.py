@@ -35,7 +35,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import InputError
-from . import archives
+from . import archives, hf_datasets
 
 CHANNELS_FIRST = "channels_first"
 CHANNELS_LAST = "channels_last"
@@ -201,6 +201,8 @@ def _check_regular_file(name: str) -> None:
 
 def open_image(path: str | os.PathLike, draft: Any = None) -> Image.Image:
     """Open and fully decode an image file, applying its EXIF orientation (as transformers' `load_image` does).
+    A "shard.tar::member" name is a member of a .tar shard (`archives`), an "hf:SOURCE/SPLIT/ROW" name the image
+    in a row of a Hugging Face dataset (`hf_datasets`).
 
     `draft`: for a fast, inexact decode, a function of the stored (width, height) that returns the smallest
     (width, height) the caller needs, or None; a JPEG is then decoded at the smallest DCT scale (1/2, 1/4,
@@ -213,11 +215,30 @@ def open_image(path: str | os.PathLike, draft: Any = None) -> Image.Image:
     name = os.fspath(path)
     if name.startswith(("http://", "https://")):
         raise InputError(f"{name} is a URL; download the image first and pass the local file or a PIL image.")
-    source = None
     if archives.split(name) is not None:  # "shard.tar::member": the member's bytes, read from the archive
-        source = io.BytesIO(archives.read_member(name))
-    else:
-        _check_regular_file(name)
+        return decode_encoded(archives.read_member(name), name, draft)
+    if hf_datasets.parse_row(name) is not None:  # "hf:SOURCE/SPLIT/ROW": the image stored in that row
+        stored = hf_datasets.read(name)
+        if isinstance(stored, bytes):
+            return decode_encoded(stored, name, draft)
+        check_pixel_limit(stored.size, name)  # an array row, decoded already
+        return stored
+    _check_regular_file(name)
+    return _decode(name, None, draft)
+
+
+def decode_encoded(data: bytes, name: str, draft: Any = None) -> Image.Image:
+    """`open_image` for an encoded image already in memory (an archive member, a dataset row's bytes); `name`
+    names it in messages.
+
+    Raises:
+        InputError: as `open_image`.
+    """
+    return _decode(name, io.BytesIO(data), draft)
+
+
+def _decode(name: str, source: Any, draft: Any) -> Image.Image:
+    """Decode the file `name` (or the file object `source`, named `name`) as `open_image` describes."""
     try:
         image = open_lazily(name, source)
         if draft is not None and image.format == "JPEG":
@@ -397,8 +418,8 @@ def pixel_view(image: Image.Image, words: bool = False) -> tuple | None:
     """A read-only numpy view of a loaded "RGB" or "L" PIL image's own memory, without a copy: (H, W, 3)
     (Pillow keeps RGB in 4 bytes a pixel, so the view is strided) or (H, W), with the object that keeps the
     memory alive (hold it while the view is used). Through Pillow's Arrow export (Pillow 11.2+); None where
-    that is missing, refused (images stored in several blocks) or shaped otherwise than expected, so callers
-    copy with `np.asarray` instead. `np.asarray` copies the whole image through `tobytes` (0.1-0.2 ms for
+    that is missing, refused (images stored in several blocks, images over memory Pillow does not own) or
+    shaped otherwise than expected, so callers copy with `np.asarray` instead. `np.asarray` copies the whole image through `tobytes` (0.1-0.2 ms for
     a 640x480 photo), which is what this saves.
 
     With `words`, a third item: for "RGB" the same pixels as (H, W) little-endian uint32 words (R in the low
@@ -406,6 +427,10 @@ def pixel_view(image: Image.Image, words: bool = False) -> tuple | None:
     arithmetic; None for "L"."""
     export = getattr(image, "__arrow_c_array__", None)
     if export is None or image.mode not in ("RGB", "L") or image.width == 0 or image.height == 0:
+        return None
+    if getattr(image, "readonly", 0):
+        # memory Pillow does not own (Image.fromarray / frombuffer map the caller's buffer): Pillow 12's
+        # export of such an image crashes the process (segmentation fault; seen with 12.3), so these copy
         return None
     try:
         schema_capsule, array_capsule = export()

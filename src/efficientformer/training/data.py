@@ -14,7 +14,9 @@ Sources (`load_dataset`):
   differ only in spaces, or indices that leave classes without rows are refused before training);
 * MNIST-style IDX files (`train-images-idx3-ubyte[.gz]`, `t10k-images-idx3-ubyte[.gz]` and their
   label files), for example Fashion-MNIST from the Debian package `dataset-fashion-mnist`;
-* a Hugging Face `datasets` dataset: `hf:NAME` or `hf:NAME:CONFIG` (needs `pip install datasets`).
+* a Hugging Face `datasets` dataset: `hf:NAME` or `hf:NAME:CONFIG` (needs `pip install datasets`);
+* `synthetic:CLASSES:COUNT`: COUNT random images in memory, labelled round robin over CLASSES classes, the
+  same on every process and run, to measure training speed without reading files (benchmarks/scaling.py).
 
 Bad data gets an `InputError` that names the file: unreadable images (decompression bombs included), labels
 out of range, empty folders, fewer than 2 classes to train on. The classes found are printed on stderr.
@@ -34,7 +36,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..errors import InputError, require
+from ..errors import InputError
 from ..preprocessing.image_io import image_suffixes, open_lazily
 from ..preprocessing.resize import usable_cores
 
@@ -42,6 +44,8 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".
 # messages; a folder search takes every extension Pillow decodes (`image_io.image_suffixes`, .jfif included)
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                          "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+SYNTHETIC = "synthetic:"  # the prefix of random in-memory sources (`load_synthetic`)
+SYNTHETIC_DISTINCT = 1024  # distinct images of a synthetic source, repeated up to its count
 _VAL_FOLDER_NAMES = ("val", "validation", "valid", "test")
 _SPLIT_FILE_PREFIX = {"train": "train", "test": "t10k", "val": "t10k", "validation": "t10k", "t10k": "t10k"}
 
@@ -140,6 +144,32 @@ class TensorImageDataset(torch.utils.data.Dataset):
     def subset(self, indices: Sequence[int] | torch.Tensor) -> "TensorImageDataset":
         indices = torch.as_tensor(indices, dtype=torch.long)
         return TensorImageDataset(self.images[indices], self.labels[indices], self.class_names, self.source)
+
+
+class RepeatedImageDataset(TensorImageDataset):
+    """`len(labels)` items cycling through the images held (item i shows image i % len(images)): a large
+    synthetic set in the memory of a few images (`load_synthetic`)."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, class_names: Sequence[str],
+                 source: str = "") -> None:
+        super().__init__(images, labels[:images.shape[0]], class_names, source)  # checks images and classes
+        self.labels = labels.long()
+        _check_labels(self.labels, len(self.class_names), lambda i: f"{source} item {i}")
+
+    def __len__(self) -> int:
+        return self.labels.shape[0]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.images[index % self.images.shape[0]], int(self.labels[index])
+
+    def get_batch(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        indices = indices.to(self.images.device)
+        return self.images[indices % self.images.shape[0]], self.labels.to(self.images.device)[indices]
+
+    def subset(self, indices: Sequence[int] | torch.Tensor) -> TensorImageDataset:
+        indices = torch.as_tensor(indices, dtype=torch.long)
+        return TensorImageDataset(self.images[indices % self.images.shape[0]], self.labels[indices],
+                                  self.class_names, self.source)
 
 
 class FileImageDataset(torch.utils.data.Dataset):
@@ -466,7 +496,7 @@ def load_dataset(source: str | os.PathLike, split: str = "train", spec: DataSpec
     """Open a labelled image source as a dataset of (uint8 image (C, H, W), label).
 
     Args:
-        source: image folder, CSV file, IDX folder, or `hf:NAME[:CONFIG]`.
+        source: image folder, CSV file, IDX folder, `hf:NAME[:CONFIG]` or `synthetic:CLASSES:COUNT`.
         split: "train" or "val"/"test". For a folder with `train/` and `val/` sub-folders, or IDX files, it
             picks the split; a plain class folder or CSV is returned whole for any split.
         spec: size, channels, filter and whether to decode everything into memory.
@@ -482,6 +512,8 @@ def load_dataset(source: str | os.PathLike, split: str = "train", spec: DataSpec
     text = os.fspath(source)
     if text.startswith("hf:"):
         return _load_hf(text[3:], split, spec, image_column, label_column)
+    if text.startswith(SYNTHETIC):
+        return load_synthetic(text, spec, class_names)
     path = Path(text).expanduser()
     if not path.exists():
         raise InputError(f"data source {path} does not exist; give an image folder, a CSV file, an IDX folder "
@@ -505,6 +537,27 @@ def load_dataset(source: str | os.PathLike, split: str = "train", spec: DataSpec
         dataset = FileImageDataset(paths, labels, names, spec.size, spec.channels, spec.resample,
                                    check=spec.check_files, source=str(sub))
     return dataset.load_all() if spec.in_memory else dataset
+
+
+def load_synthetic(source: str, spec: DataSpec, class_names: Sequence[str] | None = None) -> "RepeatedImageDataset":
+    """`synthetic:CLASSES:COUNT`: COUNT uint8 images of `spec`'s size, image i of class i % CLASSES: a data
+    source that costs no decoding, for measuring the training loop alone. They repeat `SYNTHETIC_DISTINCT`
+    uniform random ones (seed 0, so every process holds the same set), held once: a run of many GPUs needs
+    a set as large as all its steps (no epoch end inside the timing), which would cost each process
+    gigabytes and seconds per gigabyte to draw.
+
+    Raises:
+        InputError: not two whole numbers, fewer than 2 classes or no images.
+    """
+    fields = source[len(SYNTHETIC):].split(":")
+    if len(fields) != 2 or not all(f.isdigit() for f in fields) or int(fields[0]) < 2 or int(fields[1]) < 1:
+        raise InputError(f"{source!r} is not a synthetic source; write synthetic:CLASSES:COUNT with at least 2 "
+                         "classes and 1 image, e.g. synthetic:1000:8192.")
+    classes, count = int(fields[0]), int(fields[1])
+    names = list(class_names) if class_names is not None else [f"class_{k}" for k in range(classes)]
+    distinct = torch.randint(0, 256, (min(count, SYNTHETIC_DISTINCT), spec.channels, spec.size, spec.size),
+                             dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    return RepeatedImageDataset(distinct, torch.arange(count) % classes, names, source)
 
 
 def _check_found_classes(names: list[str], labels: list[int], source: str, split: str,
@@ -557,20 +610,11 @@ def has_split(source: str | os.PathLike, split: str) -> bool:
 
 
 def _load_hf(name: str, split: str, spec: DataSpec, image_column: str, label_column: str):
-    datasets = require("datasets", "train", "training on a Hugging Face dataset")
-    repo, _, config = name.partition(":")
-    try:
-        data = datasets.load_dataset(repo, config or None, split=split)
-    except ValueError:  # split missing: fall back to validation/test names
-        data = None
-        for alt in ("validation", "test", "val"):
-            try:
-                data = datasets.load_dataset(repo, config or None, split=alt)
-                break
-            except ValueError:
-                continue
-        if data is None:
-            raise InputError(f"hf:{name} has no split {split!r}.") from None
+    from ..preprocessing.hf_datasets import open_split
+
+    # the split asked for, else a validation split by any of its usual names (hub names, save_to_disk folders)
+    data, split = open_split(name, (split, "validation", "test", "val"), "training on a Hugging Face dataset",
+                             "pick one with --split (eval), or give training data a train and a validation or test split")
     feature = data.features.get(label_column)
     names = list(getattr(feature, "names", None) or [str(i) for i in range(int(max(data[label_column])) + 1)])
     dataset = HFImageDataset(data, image_column, label_column, names, spec.size, spec.channels, spec.resample,

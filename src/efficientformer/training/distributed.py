@@ -7,8 +7,10 @@ process its own slice of every global batch, and only rank 0 writes logs, checkp
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
+from typing import Iterable
 
 import torch
 import torch.distributed as dist
@@ -70,6 +72,28 @@ def broadcast_buffers(module: torch.nn.Module, ctx: DistContext) -> None:
     if ctx.distributed:
         for buffer in module.buffers():
             dist.broadcast(buffer.data, src=0)
+
+
+def replicas_identical(modules: Iterable[torch.nn.Module], ctx: DistContext) -> bool:
+    """Whether every process holds bitwise the parameters of rank 0: the SHA-256 of each process's, compared
+    through one all-reduce (the maximum of the digest's bytes and of their negatives: all equal iff max == min).
+
+    DDP keeps the replicas equal by construction; this checks it at the end of a run, so that a rank that
+    drifted (a skipped step, a non-deterministic reduction, a bad resume) is seen instead of silently averaged
+    away. Every process must call it. Buffers are left out: BatchNorm statistics are each process's own
+    until `broadcast_buffers` copies rank 0's.
+    """
+    if not ctx.distributed:
+        return True
+    digest = hashlib.sha256()
+    for module in modules:
+        for name, param in module.named_parameters():
+            digest.update(name.encode())
+            digest.update(param.detach().reshape(-1).contiguous().view(torch.uint8).cpu().numpy().tobytes())
+    values = torch.tensor(list(digest.digest()), dtype=torch.int64, device=ctx.device)
+    both = torch.cat([values, -values])
+    dist.all_reduce(both, op=dist.ReduceOp.MAX)
+    return bool(torch.equal(both[:len(values)], -both[len(values):]))
 
 
 def barrier(ctx: DistContext) -> None:

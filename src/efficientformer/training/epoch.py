@@ -20,22 +20,38 @@ from .losses import head_logits, teacher_logits_of, training_loss
 from .run import Run, save_run
 
 
+WARMUP_STEPS = 5  # a process's first steps: cuDNN autotuning, compilation, worker start-up
+
+
 class StepTimer:
-    """Images per second since the last log line (across every process)."""
+    """Images per second since the last log line (across every process), and the steady rate of the run: the
+    log windows that begin after this process's first `WARMUP_STEPS` steps, so that the figure compares
+    machines and process counts without their start-up costs. Laps follow a log line's read-back of the
+    device sums, so the GPU has finished the window's steps."""
 
     def __init__(self) -> None:
         self.since, self.images = time.perf_counter(), 0
+        self.steps = self.window_start = 0  # steps of this process: in all, before the current window
+        self.steady_images, self.steady_seconds = 0, 0.0
 
     def add(self, images: int) -> None:
         self.images += images
+        self.steps += 1
 
     def lap(self) -> tuple[float, float]:
         """(images per second since the last lap, now)."""
         now = time.perf_counter()
+        if self.window_start >= WARMUP_STEPS:
+            self.steady_images += self.images
+            self.steady_seconds += now - self.since
         return self.images / max(now - self.since, 1e-9), now
 
     def restart(self, now: float) -> None:
-        self.since, self.images = now, 0
+        self.since, self.images, self.window_start = now, 0, self.steps
+
+    def steady_rate(self) -> float | None:
+        """Images per second (all processes) after the warm-up; None when no log window came after it."""
+        return round(self.steady_images / self.steady_seconds, 1) if self.steady_seconds > 0 else None
 
 
 def _step(run: Run, images: torch.Tensor, labels: torch.Tensor):
@@ -89,6 +105,8 @@ def train_epoch(run: Run, timer: StepTimer, progress, on_step=None) -> bool:
     """Train from the run's position to the end of its epoch; True when `stop_after_steps` stopped it (the
     state is then saved and the epoch is left unfinished)."""
     cfg, ctx = run.cfg, run.ctx
+    if cfg.stop_after_steps is not None and run.global_step >= cfg.stop_after_steps:
+        return True  # resumed from the stop of a run with the same limit: no step past it
     batches = epoch_batches(len(run.train_set), cfg.batch_size, run.epoch, cfg.seed, ctx.rank, ctx.world_size)
     run.model.train()
     bar = progress(total=run.steps_per_epoch, initial=run.step_in_epoch, desc=f"epoch {run.epoch + 1}/{cfg.epochs}")

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from . import checkpoint as ckpt
-from .distributed import DistContext, barrier, broadcast_buffers, cleanup, init_distributed
+from .distributed import DistContext, barrier, broadcast_buffers, cleanup, init_distributed, replicas_identical
 from .epoch import StepTimer, train_epoch
 from .evaluation import EvalResult, evaluate
 from .metrics import draw_confusion_matrix
@@ -101,10 +101,12 @@ def _train(cfg: TrainConfig, ctx: DistContext, teacher, model, on_step) -> Train
     progress, timer = _progress(cfg, ctx), StepTimer()
     while run.epoch < cfg.epochs:
         if train_epoch(run, timer, progress, on_step):
+            seconds = run.seconds()
+            _write_summary(run, seconds, None, timer)
             return TrainResult(str(run.out), None, run.global_step, run.epoch, True, run.last_val, {},
-                               run.seconds(), run.model)
+                               seconds, run.model)
         _end_epoch(run)
-    return _finish(run)
+    return _finish(run, timer)
 
 
 def _end_epoch(run: Run) -> None:
@@ -131,7 +133,7 @@ def _end_epoch(run: Run) -> None:
     save_run(run, run.out / ckpt.LAST)
 
 
-def _finish(run: Run) -> TrainResult:
+def _finish(run: Run, timer: StepTimer) -> TrainResult:
     """Export the final weights (the EMA's when kept) to OUTPUT/model, with a last evaluation and summary."""
     ctx, out = run.ctx, run.out
     seconds = run.seconds()
@@ -145,12 +147,33 @@ def _finish(run: Run) -> TrainResult:
             draw_confusion_matrix(result.confusion, run.val_set.class_names, out / "confusion.png",
                                   title=f"validation: top-1 {result.top1:.2f}% of {result.count}")
             run.last_val = result.as_dict("val_")
-        summary = {"global_step": run.global_step, "epochs": run.epoch, "seconds": round(seconds, 1),
-                   "model_dir": str(model_dir), **run.last_val}
-        ckpt.atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
-        print(json.dumps(summary), flush=True)
-    barrier(ctx)
+    _write_summary(run, seconds, model_dir, timer)
     return TrainResult(str(out), str(model_dir), run.global_step, run.epoch, False, run.last_val, {}, seconds, final)
+
+
+def _write_summary(run: Run, seconds: float, model_dir, timer: StepTimer) -> None:
+    """OUTPUT/summary.json, at the end and after a `stop_after_steps` stop (then without a model folder):
+    steps, time, the steady training speed (`StepTimer.steady_rate`, all processes) and, with several
+    processes, whether they all ended with the same weights. Every process calls it (the check is collective);
+    rank 0 writes it while the others wait: a process that left the group while another still wrote was
+    seen to abort at exit ("terminate called without an active exception", gloo)."""
+    ctx = run.ctx
+    identical = replicas_identical([run.model] + ([run.ema.module] if run.ema is not None else []), ctx)
+    if ctx.is_main:
+        _summary_file(run, seconds, model_dir, timer.steady_rate(), identical)
+    barrier(ctx)
+
+
+def _summary_file(run: Run, seconds: float, model_dir, images_per_s: float | None, identical: bool) -> None:
+    ctx = run.ctx
+    summary = {"global_step": run.global_step, "epochs": run.epoch, "seconds": round(seconds, 1),
+               "model_dir": None if model_dir is None else str(model_dir), "stopped_early": model_dir is None,
+               "images_per_s": images_per_s, "processes": ctx.world_size}
+    if ctx.distributed:
+        summary["replicas_identical"] = identical
+    summary.update(run.last_val)
+    ckpt.atomic_write_text(run.out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    print(json.dumps(summary), flush=True)
 
 
 def export_model(model: torch.nn.Module, folder: str | os.PathLike, processor: dict[str, Any]) -> None:
