@@ -163,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--optimize", action="store_true", help="run efficientformer.deploy.optimize's network")
     parser.add_argument("--draft", action="store_true", help="decode at a reduced JPEG DCT scale (not exact)")
     parser.add_argument("--decode", choices=("cpu", "gpu"), default="cpu",
-                        help="gpu: nvJPEG decoding and resizing on the GPU (--device cuda; --workers reading processes)")
+                        help="gpu: nvJPEG decoding and resizing on the GPU (--device cuda; --workers reading "
+                             "processes)")
     parser.add_argument("--seconds", type=float, default=10.0, help="model-only timing length per model")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the best of each is kept")
     parser.add_argument("--no-serial", action="store_true",

@@ -337,3 +337,16 @@ def test_draft_decoding_is_close_and_only_on_request(model, fixtures_dir, tmp_pa
     assert exact.shape == fast.shape and 0 < difference.mean() < 1.5 and difference.max() <= 40
     out = tmp_path / "out.jsonl"
     assert _predict(big, "-m", model, "-k", "1", "--draft", "--output", out) == 0 and len(_jsonl(out)) == 1
+
+
+def test_default_workers_share_the_cores_among_torchrun_processes(monkeypatch):
+    from efficientformer.bulk import loader
+    from efficientformer.preprocessing import resize
+
+    monkeypatch.setattr(resize, "usable_cores", lambda: 16)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert loader.default_workers(1000, 32) == 15 and loader.default_workers(32, 32) == 0  # one batch: none
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")  # 4 ranks on this machine: 4 cores each, one runs the model
+    assert loader.default_workers(1000, 32) == 3
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "16")
+    assert loader.default_workers(1000, 32) == 1

@@ -225,7 +225,8 @@ class ImageClassifier:
                 far larger than the model's input; not exact, see `efficientformer predict --draft`).
             decode: "cpu" (exact, worker processes) or "gpu": nvJPEG decodes the JPEGs on the model's CUDA GPU,
                 which also resizes and normalizes them (`efficientformer.preprocessing.gpu_decode`, within its
-                stated tolerance; `workers` then counts the processes that read the files, 0 threads). Needs torchvision.
+                stated tolerance; `workers` then counts the processes that read the files, 0 threads).
+                Needs torchvision.
             split, image_column: the split of `hf:` sources (None: "test", or the dataset's only split) and the
                 column holding their images (None: the first with the Image feature), as
                 `efficientformer predict --split / --image-column`.

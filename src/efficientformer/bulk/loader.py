@@ -101,13 +101,19 @@ def _work(paths: list[str]) -> Batch:
 def default_workers(images: int, batch_size: int) -> int:
     """Worker processes when none are asked for: none for a single batch (starting one costs more than it
     saves), else one per usable core but one (the main process runs the model), at least 1 and at most 16.
+    Under torchrun the cores are shared out among the processes of this machine (LOCAL_WORLD_SIZE): 8 ranks
+    on 16 cores get 1 worker each, not 15 (120 processes fighting for 16 cores).
     On 2 CPU cores one worker beat none for L1 (BENCHMARKS.md, "End to end"); a short job may not pay back
     the second or so a worker takes to start."""
     if images <= batch_size:
         return 0
     from ..preprocessing.resize import usable_cores
 
-    return max(1, min(16, usable_cores() - 1))
+    try:
+        local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    except ValueError:
+        local = 1
+    return max(1, min(16, usable_cores() // local - 1))
 
 
 _POOL: tuple[bytes, int, Any] | None = None  # (pickled (processor, draft), workers, pool) of the last call

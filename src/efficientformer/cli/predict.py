@@ -79,7 +79,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "edges: BENCHMARKS.md)")
     parser.add_argument("--workers", "-j", type=int, default=None,
                         help="processes that decode images ahead of the model (default: one per core but one; "
-                             "0: decode in the main process); with --decode gpu, processes that read the files (0: threads)")
+                             "0: decode in the main process); with --decode gpu, processes that read the files "
+                             "(0: threads)")
     parser.add_argument("--split", default=None,
                         help="split of hf: inputs (default: test, or the dataset's only split)")
     parser.add_argument("--image-column", default=None, metavar="COLUMN",

@@ -480,8 +480,9 @@ class GpuDecoder:
             return
         pool = ThreadPoolExecutor(max(1, threads), thread_name_prefix="efficientformer-read")
         try:
-            for futures in loader.started_ahead(slices, lambda chunk: [pool.submit(self.read_all, chunk[i:i + READ_PIECE])
-                                                                       for i in range(0, len(chunk), READ_PIECE)], ahead):
+            for futures in loader.started_ahead(slices, lambda chunk: [
+                    pool.submit(self.read_all, chunk[i:i + READ_PIECE]) for i in range(0, len(chunk), READ_PIECE)],
+                    ahead):
                 yield self.decode([item for future in futures for item in future.result()])
         finally:
             pool.shutdown(wait=True, cancel_futures=True)

@@ -614,7 +614,8 @@ def _load_hf(name: str, split: str, spec: DataSpec, image_column: str, label_col
 
     # the split asked for, else a validation split by any of its usual names (hub names, save_to_disk folders)
     data, split = open_split(name, (split, "validation", "test", "val"), "training on a Hugging Face dataset",
-                             "pick one with --split (eval), or give training data a train and a validation or test split")
+                             "pick one with --split (eval), or give training data a train and a validation or "
+                             "test split")
     feature = data.features.get(label_column)
     names = list(getattr(feature, "names", None) or [str(i) for i in range(int(max(data[label_column])) + 1)])
     dataset = HFImageDataset(data, image_column, label_column, names, spec.size, spec.channels, spec.resample,
