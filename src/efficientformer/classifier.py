@@ -187,8 +187,13 @@ class ImageClassifier:
         from .preprocessing import hf_datasets
 
         if hf_datasets.is_dataset(images):  # a datasets.Dataset object: its image column, batch by batch
-            return [predictions for batch in hf_datasets.dataset_images(images, batch_size)
-                    for predictions in self.rank(self.logits(batch), top_k)]
+            from .preprocessing.image_io import row_image
+
+            results = []
+            for rows in hf_datasets.dataset_images(images, batch_size):
+                batch = [row_image(stored, name) for name, stored in rows]
+                results.extend(self.rank(self.logits(batch), top_k))
+            return results
         items = _expand_sources([images] if _is_single(images) else list(images))
         if workers and items and all(isinstance(item, (str, os.PathLike)) for item in items):
             from .bulk.runner import predict_paths

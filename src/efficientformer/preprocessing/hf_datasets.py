@@ -217,8 +217,8 @@ def _view(source: str, saved: int | None, split: str, column: str | None):
 
 
 def read(name: str):
-    """The image of the row `name` names: its encoded bytes, or a PIL image (an array, or a file only
-    `datasets` can fetch). `image_io.open_image` calls it for such names.
+    """The image of the row `name` names, as `stored_image` gives it. `image_io.open_image` calls it for such
+    names (and `image_io.row_image` turns it into what a file decodes to).
 
     Raises:
         InputError: no such dataset, split, column or row, or a value that is not an image.
@@ -232,10 +232,12 @@ def read(name: str):
 
 
 def stored_image(value: Any, name: str, column: str, dtype: Any = None):
-    """One stored value of an image column as encoded bytes (to decode as a file's) or a PIL image.
+    """One stored value of an image column: encoded bytes (to decode as a file's), a numpy array of pixels
+    (H, W), (H, W, C) or (C, H, W), or a PIL image (a file only `datasets` can fetch). Decoding is
+    `image_io.row_image`'s.
 
     Raises:
-        InputError: the value is empty or not an image (text, a number, a ragged or float array).
+        InputError: the value is empty or not an image (text, a number, a list that is no 2-D or 3-D array).
     """
     import numpy as np
 
@@ -270,10 +272,6 @@ def stored_image(value: Any, name: str, column: str, dtype: Any = None):
 
 
 def _array_image(value: list, name: str, column: str, dtype: Any, np):
-    from PIL import Image
-
-    from .image_io import collect
-
     try:
         array = np.asarray(value, dtype=dtype)
     except (TypeError, ValueError, OverflowError):
@@ -282,11 +280,7 @@ def _array_image(value: list, name: str, column: str, dtype: Any, np):
     if array.ndim not in (2, 3):
         raise InputError(f"{name} is not an image: its column {column!r} holds an array of shape {array.shape}; "
                          "an image is (H, W), (H, W, C) or (C, H, W).")
-    pixels = collect(array)[0]
-    if pixels.is_float:
-        raise InputError(f"{name} holds float pixels, and bulk prediction decodes 8-bit images; store uint8 "
-                         "(or uint16) pixels, or pass the arrays to ImageClassifier.predict.")
-    return Image.fromarray(np.ascontiguousarray(pixels.data))
+    return array
 
 
 # ------------------------------------------------------------------------------------------ objects
@@ -296,14 +290,13 @@ def is_dataset(obj: Any) -> bool:
 
 
 def dataset_images(dataset, batch_size: int) -> Iterator[list]:
-    """The images of a `datasets.Dataset` object, `batch_size` rows at a time, decoded as rows named by
-    `row_names` are (`ImageClassifier.predict` takes datasets through this): PIL images, in row order.
+    """The images of a `datasets.Dataset` object, `batch_size` rows at a time, in row order, as
+    [(name, `stored_image` value)]: `ImageClassifier.predict` decodes them with `image_io.row_image`, as rows
+    named by `row_names` are.
 
     Raises:
         InputError: a DatasetDict or a streaming dataset, no rows, no image column, a row that is no image.
     """
-    from .image_io import decode_encoded
-
     if isinstance(dataset, dict):
         raise InputError(f"got a DatasetDict (splits: {', '.join(dataset)}); pass one split, e.g. "
                          f"dataset[{next(iter(dataset), 'test')!r}].")
@@ -317,9 +310,6 @@ def dataset_images(dataset, batch_size: int) -> Iterator[list]:
     view = dataset.select_columns([column]).with_format("arrow")
     dtype = _leaf_dtype(dataset.features[column])
     for start in range(0, len(view), batch_size):
-        images = []
-        for offset, value in enumerate(view[start:start + batch_size][column].to_pylist()):
-            name = f"row {start + offset}"
-            stored = stored_image(value, name, column, dtype)
-            images.append(decode_encoded(stored, name) if isinstance(stored, bytes) else stored)
-        yield images
+        values = view[start:start + batch_size][column].to_pylist()
+        yield [(f"row {start + offset}", stored_image(value, f"row {start + offset}", column, dtype))
+               for offset, value in enumerate(values)]

@@ -218,13 +218,28 @@ def open_image(path: str | os.PathLike, draft: Any = None) -> Image.Image:
     if archives.split(name) is not None:  # "shard.tar::member": the member's bytes, read from the archive
         return decode_encoded(archives.read_member(name), name, draft)
     if hf_datasets.parse_row(name) is not None:  # "hf:SOURCE/SPLIT/ROW": the image stored in that row
-        stored = hf_datasets.read(name)
-        if isinstance(stored, bytes):
-            return decode_encoded(stored, name, draft)
-        check_pixel_limit(stored.size, name)  # an array row, decoded already
-        return stored
+        return row_image(hf_datasets.read(name), name, draft)
     _check_regular_file(name)
     return _decode(name, None, draft)
+
+
+def row_image(stored: Any, name: str, draft: Any = None) -> Image.Image:
+    """The image of a dataset row (`hf_datasets.stored_image`: encoded bytes, a pixel array or a PIL image)
+    as `open_image` gives a file's: bytes decoded as a file's, an 8-bit or 16-bit array as its image.
+
+    Raises:
+        InputError: as `open_image`; float pixels (bulk prediction decodes 8-bit images).
+    """
+    if isinstance(stored, bytes):
+        return decode_encoded(stored, name, draft)
+    if isinstance(stored, np.ndarray):
+        pixels = collect(stored)[0]
+        if pixels.is_float:
+            raise InputError(f"{name} holds float pixels, and bulk prediction decodes 8-bit images; store uint8 "
+                             "(or uint16) pixels, or pass the arrays to ImageClassifier.predict.")
+        stored = Image.fromarray(np.ascontiguousarray(pixels.data))
+    check_pixel_limit(stored.size, name)
+    return stored
 
 
 def decode_encoded(data: bytes, name: str, draft: Any = None) -> Image.Image:
