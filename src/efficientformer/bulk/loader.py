@@ -195,14 +195,24 @@ def batches(paths: Sequence[str], batch_size: int, processor, workers: int = 0,
         for chunk in slices:
             yield prepare(chunk, processor, draft)
         return
-    pool = _pool(workers, processor, draft)
     piece = max(1, min(PIECE_IMAGES, math.ceil(batch_size / workers)))
+    for results in in_workers(slices, _work, piece, workers, processor, draft):
+        yield _join(results)
+
+
+def in_workers(slices: Sequence[list], task: Callable[[list], Any], piece: int, workers: int, processor,
+               draft: bool = False, ahead: int = PREFETCH_BATCHES) -> Iterator[list]:
+    """For each slice, in order, [task(part) for each part of `piece` items], run by the kept worker processes
+    (`_pool`) up to `ahead` slices ahead of the one yielded. `task` is a module-level function (the workers
+    import it by name). A caller that stops half-way (an error, or it stopped reading) ends the pool, whose
+    tasks may still be running."""
+    pool = _pool(workers, processor, draft)
     finished = False
     try:
-        for results in started_ahead(slices, lambda chunk: [pool.apply_async(_work, (chunk[i:i + piece],))
-                                                            for i in range(0, len(chunk), piece)]):
-            yield _join([result.get() for result in results])
+        for results in started_ahead(slices, lambda chunk: [pool.apply_async(task, (chunk[i:i + piece],))
+                                                            for i in range(0, len(chunk), piece)], ahead):
+            yield [result.get() for result in results]
         finished = True
     finally:
-        if not finished:  # left half-way (an error, or the caller stopped): its tasks may still be running
+        if not finished:
             close_pool()

@@ -38,7 +38,7 @@ def _items(source: str, split: str):
 
     from ..training import data as D
 
-    if not source.startswith("hf:") and D.is_idx_folder(source):
+    if not source.startswith(D.hf_datasets.PREFIX) and D.is_idx_folder(source):
         images, labels, names = D.read_idx_split(source, split)
         return list(images), labels.astype(np.int64), list(names)
     # size unused (we read the raw images); unreadable files are reported one by one while evaluating

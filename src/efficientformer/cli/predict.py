@@ -163,6 +163,7 @@ def run(args: argparse.Namespace) -> int:
     from ..bulk.runner import predict_paths
     from ..classifier import ImageClassifier
     from ..errors import CheckpointError, InputError
+    from ..preprocessing.hf_datasets import PREFIX
     from . import require_positive
 
     require_positive(("--top-k", args.top_k), ("--batch-size", args.batch_size))
@@ -191,7 +192,7 @@ def run(args: argparse.Namespace) -> int:
         context = init_distributed(args.device or "auto")
         rank, device = context.rank, str(context.device)
     if (args.split is not None or args.image_column is not None) and not any(
-            item.startswith("hf:") for item in args.inputs):
+            item.startswith(PREFIX) for item in args.inputs):
         raise InputError("--split and --image-column choose the rows of hf: inputs, and none was given; add an "
                          "hf:NAME or hf:FOLDER input, or drop them.")
     paths, skipped = expand_inputs(args.inputs or [sample_images_path()], args.split, args.image_column)

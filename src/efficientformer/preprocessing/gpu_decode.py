@@ -1,9 +1,9 @@
 """Decoding and preprocessing image files on the GPU, for bulk prediction (`efficientformer predict --decode gpu`).
 
 Worker processes (or, for a batch or two, threads) read each file's bytes and JPEG header ahead of the model
-(`read_file`); between the model's calls (`GpuDecoder.batches`), the JPEGs of a batch are decoded together by nvJPEG through
-`torchvision.io.decode_jpeg(list, device="cuda")`; then, on the GPU, the EXIF orientation is applied, the
-images are resized and center-cropped and the 8-bit crops are looked up in the processor's rescale +
+(`read_file`); between the model's calls (`GpuDecoder.batches`), the JPEGs of a batch are decoded together by
+nvJPEG through `torchvision.io.decode_jpeg(list, device="cuda")`; then, on the GPU, the EXIF orientation is
+applied, the images are resized and center-cropped and the 8-bit crops are looked up in the processor's rescale +
 normalize table (`EfficientFormerImageProcessor.lookup_table`), into the model's dtype (and channels-last
 when asked). The settings all come from the processor the CPU path uses (size,
 crop_size, resample, crop_rounding, the do_* flags, mean / std); filters other than bilinear, bicubic and
@@ -242,10 +242,6 @@ class GpuDecoder:
         data = torch.frombuffer(item.data, dtype=torch.uint8)[:item.header.length]
         return Encoded(item.path, data, item.header)
 
-    def read_on_cpu(self, path: str) -> Encoded:
-        """The file decoded as the CPU path decodes it (EXIF orientation and mode conversions included)."""
-        return read_on_cpu(path)
-
     def read_all(self, paths: Sequence[str]) -> list[Encoded]:
         return [self.read(path) for path in paths]
 
@@ -299,7 +295,7 @@ class GpuDecoder:
                 if out is not None and tuple(out.shape) == (3, header.height, header.width):
                     decoded[index] = jpeg_header.orient(out, header.orientation)
                 else:  # refused, or not what its header said: the CPU decoder decides
-                    items[index] = self.read_on_cpu(items[index].path)
+                    items[index] = read_on_cpu(items[index].path)
         images = []
         for index, item in enumerate(items):
             if index in decoded:
@@ -466,17 +462,8 @@ class GpuDecoder:
         slices = [list(paths[i:i + batch_size]) for i in range(0, len(paths), batch_size)]
         ahead = loader.PREFETCH_BATCHES if prefetch is None else max(1, prefetch)
         if processes > 0 and slices:
-            pool = loader._pool(processes, self.processor, False)
-            finished = False
-            try:
-                for results in loader.started_ahead(slices, lambda chunk: [
-                        pool.apply_async(read_files, (chunk[i:i + READ_PIECE],))
-                        for i in range(0, len(chunk), READ_PIECE)], ahead):
-                    yield self.decode([self.take(item) for result in results for item in result.get()])
-                finished = True
-            finally:
-                if not finished:  # left half-way: its tasks may still be running
-                    loader.close_pool()
+            for results in loader.in_workers(slices, read_files, READ_PIECE, processes, self.processor, ahead=ahead):
+                yield self.decode([self.take(item) for items in results for item in items])
             return
         pool = ThreadPoolExecutor(max(1, threads), thread_name_prefix="efficientformer-read")
         try:

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
+from ..preprocessing import hf_datasets
 from ..preprocessing.image_io import image_suffixes, open_lazily
 from ..preprocessing.resize import usable_cores
 
@@ -510,8 +511,8 @@ def load_dataset(source: str | os.PathLike, split: str = "train", spec: DataSpec
     """
     spec = spec or DataSpec()
     text = os.fspath(source)
-    if text.startswith("hf:"):
-        return _load_hf(text[3:], split, spec, image_column, label_column)
+    if text.startswith(hf_datasets.PREFIX):
+        return _load_hf(text[len(hf_datasets.PREFIX):], split, spec, image_column, label_column)
     if text.startswith(SYNTHETIC):
         return load_synthetic(text, spec, class_names)
     path = Path(text).expanduser()
@@ -601,7 +602,7 @@ def _split_folder(path: Path, split: str) -> Path:
 def has_split(source: str | os.PathLike, split: str) -> bool:
     """Whether `source` has its own `split` (an IDX test pair, or a val/test sub-folder beside train/)."""
     text = os.fspath(source)
-    if text.startswith("hf:"):
+    if text.startswith(hf_datasets.PREFIX):
         return True
     path = Path(text)
     if is_idx_folder(path):
@@ -610,12 +611,11 @@ def has_split(source: str | os.PathLike, split: str) -> bool:
 
 
 def _load_hf(name: str, split: str, spec: DataSpec, image_column: str, label_column: str):
-    from ..preprocessing.hf_datasets import open_split
-
     # the split asked for, else a validation split by any of its usual names (hub names, save_to_disk folders)
-    data, split = open_split(name, (split, "validation", "test", "val"), "training on a Hugging Face dataset",
-                             "pick one with --split (eval), or give training data a train and a validation or "
-                             "test split")
+    data, split = hf_datasets.open_split(name, (split, "validation", "test", "val"),
+                                         "training on a Hugging Face dataset",
+                                         "pick one with --split (eval), or give training data a train and a "
+                                         "validation or test split")
     feature = data.features.get(label_column)
     names = list(getattr(feature, "names", None) or [str(i) for i in range(int(max(data[label_column])) + 1)])
     dataset = HFImageDataset(data, image_column, label_column, names, spec.size, spec.channels, spec.resample,

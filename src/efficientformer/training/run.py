@@ -103,9 +103,10 @@ def prepare_data(cfg: TrainConfig, channels: int, class_names: Sequence[str] | N
 
 
 def _is_idx(source: str) -> bool:
+    from ..preprocessing.hf_datasets import PREFIX
     from .data import is_idx_folder
 
-    return not str(source).startswith("hf:") and os.path.isdir(source) and is_idx_folder(source)
+    return not str(source).startswith(PREFIX) and os.path.isdir(source) and is_idx_folder(source)
 
 
 def _channels_of(model: torch.nn.Module) -> int:
