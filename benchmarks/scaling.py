@@ -431,8 +431,10 @@ def main(argv: list[str] | None = None) -> dict:
     if opts.write != "-":
         env, date = results["environment"], results["date_utc"]
         path = Path(opts.write) if opts.write else default_output(env, date, opts.gpus)
+        from efficientformer.fileio import write_json
+
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(results, indent=2) + "\n")
+        write_json(path, results)  # atomic: a killed run leaves no half-written results file
         print(f"written to {path}", file=sys.stderr)
     results["markdown"] = markdown(results)
     print(results["markdown"])
