@@ -19,6 +19,12 @@ rows measured so far, written after every part):
   v2       EfficientFormerV2 S0 (batch 256, 1, 8), S1, S2 and L (batch 256): ours against timm's V2, as l1
   autotune L3 and L7 at batch 256: the defaults and timm, then Inductor's max-autotune (Triton GEMM templates
            with fused epilogues, cuBLAS where it wins) with and without the cuBLASLt GELU epilogue
+  wide     L3's and L7's stage 1-2 Meta4D kernel tiles at batch 256, then L3 (profiled) and L7 with the fastest
+           against timm, and L7 with the kernel on its 192-wide blocks too (`triton_max_channels=256`)
+  gelu     the Meta4D kernel with and without PTX's tanh instruction for GELU (L1, L3, L7 stage 1-2 blocks)
+  maxch    L3 (batch 256) and L7 (profiled) with the Meta4D kernel on blocks up to 0, 64 and 96 channels wide
+           (the others run as cuBLAS matrix products), against the defaults and timm
+  trainprof  ours and timm compiled training steps as `train`, each with its top kernels by GPU time
   e2e      benchmarks/end_to_end.py: L1 bf16 optimized, 8,000 640x480 JPEGs on disk -> labels, against the model
            alone, CPU decoding in worker processes, then GPU decoding (--decode gpu)
 
@@ -145,6 +151,17 @@ TILE_CANDIDATES = {  # channels -> (BLOCK_M, BLOCK_H, num_warps, num_stages) to 
          (128, 32, 8, 3)],
     96: [(64, 64, 4, 3), (64, 32, 4, 3), (128, 64, 8, 3), (32, 64, 4, 2), (64, 64, 4, 2), (128, 32, 8, 2)],
 }
+# L3's and L7's stage 1-2 widths (64 / 128 at 56x56 / 28x28, 96 / 192), batch 256 (`--parts wide`)
+WIDE_SIZES = {"l3": {64: 56, 128: 28}, "l7": {96: 56, 192: 28}}
+WIDE_CANDIDATES = {
+    64: [(64, 32, 4, 2), (64, 64, 4, 3), (128, 64, 8, 3), (128, 32, 4, 2), (128, 64, 8, 2), (64, 64, 4, 2),
+         (32, 64, 4, 2)],
+    96: TILE_CANDIDATES[96],
+    128: [(64, 64, 4, 3), (64, 32, 4, 3), (128, 64, 8, 3), (64, 64, 8, 2), (32, 64, 4, 2), (128, 32, 8, 2),
+          (64, 128, 8, 2)],
+    192: [(64, 64, 8, 2), (64, 32, 4, 2), (32, 64, 4, 2), (64, 32, 8, 3), (128, 32, 8, 2), (32, 32, 4, 3),
+          (64, 64, 4, 2)],
+}
 SMALL_CANDIDATES = [(16, 32, 2, 2), (16, 64, 4, 2), (32, 32, 4, 2), (32, 64, 4, 2), (64, 32, 4, 2)]  # batch 1
 KERNEL_VARIANTS = {"padded": (False, False), "split": (True, False), "fast-gelu": (False, True),
                    "split+fast-gelu": (True, True)}  # label -> (SPLIT_CHANNELS, FAST_GELU)
@@ -224,6 +241,72 @@ def tune_tiles(min_time: float) -> dict:
                 small.append([best[2], best[1]])
         out["fastest"], out["small_tiles"] = fastest, small
     kernels.SPLIT_CHANNELS, kernels.FAST_GELU = defaults
+    return out
+
+
+def tune_wide(min_time: float) -> dict:
+    """The Meta4D kernel's tiles for L3's and L7's stage 1-2 blocks at batch 256 (default variant); the fastest
+    of each width is put into `kernels.TUNED` for the rest of the process (the `wide` part's comparisons)."""
+    from efficientformer.deploy import kernels
+    from efficientformer.deploy.optimize import FusedMeta4D, fuse
+
+    dev = torch.device("cuda")
+    out: dict = {"timings": [], "best": []}
+    for name, sizes in WIDE_SIZES.items():
+        fused = fuse(build_model(name)).to(dev, torch.bfloat16).to(memory_format=torch.channels_last)
+        blocks: dict = {}
+        for block in fused.convs:
+            if isinstance(block, FusedMeta4D) and block.w1.shape[1] in sizes:
+                blocks.setdefault(block.w1.shape[1], block)
+        with torch.no_grad():
+            for c, block in blocks.items():
+                x = torch.randn(256, c, sizes[c], sizes[c], device=dev, dtype=torch.bfloat16).contiguous(
+                    memory_format=torch.channels_last)
+                ref = block.float()(x.float()).float()
+                block.to(torch.bfloat16)
+                best = _time_tiles(kernels, block, x, ref, WIDE_CANDIDATES[c], min_time, name, out)
+                if best:
+                    out["best"].append({"key": best[2], "config": best[1], "us": best[0] * 1e6,
+                                        "default": kernels.block_config(*best[2])})
+                    kernels.TUNED[best[2]] = best[1]
+                    log(f"wide {name} {best[2]}: best {best[1]} {best[0] * 1e6:.1f} us "
+                        f"(default {kernels.block_config(*best[2])})")
+        del fused
+    return out
+
+
+def gelu_timing(min_time: float) -> dict:
+    """The Meta4D kernel with its default tiles, GELU's tanh through PTX's tanh instruction against the exp2 form
+    (`kernels.TANH_INSTRUCTION`), on L1's and L7's stage 1-2 blocks at batch 256 and L1's at batch 1."""
+    from efficientformer.deploy import kernels
+    from efficientformer.deploy.optimize import FusedMeta4D, fuse
+
+    dev, out = torch.device("cuda"), {"rows": []}
+    cases = (("l1", {48: 56, 96: 28}, (256, 1)), ("l7", {96: 56, 192: 28}, (256,)), ("l3", {64: 56, 128: 28}, (256,)))
+    for name, sizes, batches in cases:
+        fused = fuse(build_model(name)).to(dev, torch.bfloat16).to(memory_format=torch.channels_last)
+        blocks: dict = {}
+        for block in fused.convs:
+            if isinstance(block, FusedMeta4D) and block.w1.shape[1] in sizes:
+                blocks.setdefault(block.w1.shape[1], block)
+        with torch.no_grad():
+            for c, block in blocks.items():
+                w1t, _, w2t, _ = kernels.prepare_weights(block.w1, block.b1, block.w2, block.b2)
+                for batch in batches:
+                    x = torch.randn(batch, c, sizes[c], sizes[c], device=dev, dtype=torch.bfloat16).contiguous(
+                        memory_format=torch.channels_last)
+                    ref = block.float()(x.float()).float()
+                    block.to(torch.bfloat16)
+                    for tanh in (False, True):
+                        kernels.TANH_INSTRUCTION = tanh
+                        run = lambda: kernels.launch(x, block.mix_scale.view(-1), w1t, block.b1, w2t, block.b2, 0, 3)
+                        err = rel(run(), ref)
+                        us = time_call(run, dev, min_time=min_time) * 1e6
+                        out["rows"].append({"model": name, "channels": c, "batch": batch, "tanh_instruction": tanh,
+                                            "us": us, "rel_err": err})
+                        log(f"gelu {name} {c}ch b={batch} tanh_instruction={tanh}: {us:.1f} us err {err:.1e}")
+        kernels.TANH_INSTRUCTION = True
+        del fused
     return out
 
 
@@ -363,7 +446,8 @@ TRAIN_PLANS = [  # (label, model maker, torch.compile mode: True is the default 
 ]
 
 
-def training(batch: int = 256, steps: int = 20, windows: int = 3, plans: list | None = None) -> dict:
+def training(batch: int = 256, steps: int = 20, windows: int = 3, plans: list | None = None,
+             profile: bool = False) -> dict:
     """Training images/s of each plan in one process (same loop, data on the GPU, bf16 autocast)."""
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import train_speed
@@ -375,7 +459,7 @@ def training(batch: int = 256, steps: int = 20, windows: int = 3, plans: list | 
         try:
             torch.manual_seed(0)
             torch.cuda.reset_peak_memory_stats()
-            row = train_speed.measure(makers[maker](), batch, 224, steps, windows, "bf16", mode)
+            row = train_speed.measure(makers[maker](), batch, 224, steps, windows, "bf16", mode, profile=profile)
         except Exception as err:  # noqa: BLE001 - the other plans still run
             row = {"error": f"{type(err).__name__}: {str(err)[:300]}"}
         row.update(label=label, seconds_with_compile=time.perf_counter() - t0)
@@ -449,6 +533,22 @@ def main() -> int:
                 results[part] = compare(part, [256], args.min_time, extra_modes={"no-triton-pool": {"triton_pool": False}})
             elif part == "train":
                 results["train"] = training()
+            elif part == "gelu":
+                results["gelu"] = gelu_timing(0.3)
+            elif part == "maxch":
+                results["maxch"] = {name: compare(name, [256], args.min_time, profile=name == "l7", extra_modes={
+                    f"triton_max_channels={c}": {"triton_max_channels": c} for c in (0, 64, 96)})
+                    for name in ("l3", "l7") if time.perf_counter() - STARTED < args.budget}
+            elif part == "trainprof":
+                results["trainprof"] = training(plans=TRAIN_PLANS[:2], profile=True)
+                for row in results["trainprof"]["rows"]:
+                    log(f"{row['label']}\n{row.get('profile', '')}")
+            elif part == "wide":
+                results["wide_tiles"] = tune_wide(0.2)
+                save()
+                results["wide"] = {name: compare(name, [256], args.min_time, profile=name == "l3", extra_modes={
+                    "Triton kernel up to 256 channels": {"triton_max_channels": 256}} if name == "l7" else None)
+                    for name in ("l3", "l7") if time.perf_counter() - STARTED < args.budget}
             elif part == "v2":
                 results["v2"] = {name: compare(name, batches, args.min_time) for name, batches in
                                  (("s0", [256, 1, 8]), ("l", [256]), ("s1", [256]), ("s2", [256]))

@@ -46,9 +46,10 @@ def logits_of(out) -> torch.Tensor:
 
 
 def measure(model: torch.nn.Module, batch_size: int, image_size: int, steps: int, windows: int,
-            precision: str, compile_model: bool | str) -> dict:
+            precision: str, compile_model: bool | str, profile: bool = False) -> dict:
     """Training images/s of `model` in the loop above; `compile_model`: False, True (torch.compile's default
-    mode) or a torch.compile mode name ("reduce-overhead", "max-autotune-no-cudagraphs", ...)."""
+    mode) or a torch.compile mode name ("reduce-overhead", "max-autotune-no-cudagraphs", ...). `profile`:
+    also the top kernels of three steps by GPU time (`profile` key)."""
     device = torch.device("cuda")
     model = model.to(device).to(memory_format=torch.channels_last).train()
     if compile_model:
@@ -79,8 +80,13 @@ def measure(model: torch.nn.Module, batch_size: int, image_size: int, steps: int
         torch.cuda.synchronize()
         rates.append(batch_size * steps / (time.perf_counter() - start))
     params = sum(p.numel() for p in model.parameters())
-    return {"images_per_s": round(statistics.median(rates), 1), "windows": [round(r, 1) for r in rates],
-            "params": params, "peak_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2)}
+    result = {"images_per_s": round(statistics.median(rates), 1), "windows": [round(r, 1) for r in rates],
+              "params": params, "peak_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2)}
+    if profile:
+        from efficientformer.benchmarking import profile_summary
+
+        result["profile"] = profile_summary(step, device, top=40)
+    return result
 
 
 def main() -> int:

@@ -54,14 +54,18 @@ def test_triton_kernel_matches_the_pytorch_block(l1, channels, size, dtype):
     assert rel(out, expected) < 1e-2
 
 
-@pytest.mark.parametrize("split, fast_gelu", [(True, False), (False, True), (True, True)])
+@pytest.mark.parametrize("split, fast_gelu, tanh", [(True, False, False), (False, True, True), (True, True, False),
+                                                    (True, True, True)])
 @pytest.mark.parametrize("channels, size, batch", [(48, 56, 16), (96, 28, 16), (96, 13, 3)])  # 13: partial tiles
-def test_triton_kernel_variants_match_the_pytorch_block(l1, channels, size, batch, split, fast_gelu, monkeypatch):
-    """Exact column groups (48 = 32 + 16, 96 = 64 + 32) and the tanh-form GELU stay within 1e-2 of float32."""
+def test_triton_kernel_variants_match_the_pytorch_block(l1, channels, size, batch, split, fast_gelu, tanh,
+                                                        monkeypatch):
+    """Exact column groups (48 = 32 + 16, 96 = 64 + 32) and the tanh-form GELU (exp2 form or PTX's tanh
+    instruction) stay within 1e-2 of float32."""
     pytest.importorskip("triton")
     from efficientformer.deploy import kernels
     monkeypatch.setattr(kernels, "SPLIT_CHANNELS", split)
     monkeypatch.setattr(kernels, "FAST_GELU", fast_gelu)
+    monkeypatch.setattr(kernels, "TANH_INSTRUCTION", tanh)
     block = next(b for b in fuse(l1).cuda().convs if isinstance(b, FusedMeta4D) and b.w1.shape[1] == channels)
     x = torch.randn(batch, channels, size, size, device="cuda").contiguous(memory_format=torch.channels_last)
     with torch.no_grad():

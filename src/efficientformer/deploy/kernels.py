@@ -21,6 +21,7 @@ matrix-product blocks of stages 3-4, the residual add + pooling + lerp (`efficie
 from __future__ import annotations
 
 import functools
+import os
 
 import torch
 
@@ -47,6 +48,12 @@ TUNED: dict[tuple[int, int], tuple[int, int, int, int]] = {
     (96, 384): (64, 32, 4, 3),
     (64, 192): (64, 32, 4, 2),
     (128, 384): (64, 64, 4, 3),
+    # L3's stages 1-2 and L7's stage 2 (`gpu_bench.py --parts wide`, 2026-12-02, h200_gpu_bench_wide_2026-12-02.json):
+    # 314 / 227 us against 429 / 260 us with the generic tiles below; (192, 768) 489 us against 720, though
+    # at that width the cuBLAS path still wins in the network (hence triton_max_channels=128)
+    (64, 256): (64, 64, 4, 2),
+    (128, 512): (64, 64, 4, 3),
+    (192, 768): (64, 32, 4, 2),
 }
 
 # Small inputs (batch 1-4 at 56x56): below this many rows, tiles of `TUNED_SMALL` give the GPU more programs.
@@ -83,6 +90,21 @@ SPLIT_CHANNELS = True
 FAST_GELU = True
 
 
+# The tanh form of FAST_GELU through PTX's `tanh.approx.f32` (one special-function op per hidden element instead
+# of an exp2 and a reciprocal, which bound the kernel; maximum relative error about 2**-11, below the bf16
+# rounding of the hidden activation). Triton's interpreter (TRITON_INTERPRET=1) runs no PTX: the exp2 form there.
+TANH_INSTRUCTION = True
+
+
+def gelu_code(act: int) -> int:
+    """The kernel's ACT code for an `ACTIVATION_CODES` value under the current FAST_GELU / TANH_INSTRUCTION."""
+    if act == 0 and FAST_GELU:
+        act = 1
+    if act == 1 and TANH_INSTRUCTION and os.environ.get("TRITON_INTERPRET") != "1":
+        act = 3
+    return act
+
+
 def channel_groups(channels: int, split: bool | None = None) -> tuple[int, int]:
     """(C_A, C_B): the kernel's two column groups, powers of two of at least 16. Split: C = C_A + C_B exactly
     where C is such a sum; otherwise (padded(C), 0), one group with zero-padded columns past C."""
@@ -96,13 +118,32 @@ def channel_groups(channels: int, split: bool | None = None) -> tuple[int, int]:
 # The device code, defined where triton imports (helpers must be module globals for the JIT to find them).
 if triton is not None:
     @triton.jit
+    def tap_mask(ok, col_ok, PAD: tl.constexpr):
+        """A tile's load mask from its rows' mask: columns too only for a zero-padded column group (the exact
+        groups need none, and a per-element AND for each of the 9 taps is ALU time the kernel is short of)."""
+        if PAD:  # one return after the if: Triton visits only the taken branch of a constexpr if
+            mask = ok[:, None] & col_ok[None, :]
+        else:
+            mask = ok[:, None]
+        return mask
+
+    @triton.jit
+    def window_reciprocal(h, w, H, W, POOL: tl.constexpr):
+        """1 / (in-image taps of each row's window), count_include_pad=False: one division per row, so that the
+        tile is scaled with a multiplication per element (a division per element costs several instructions)."""
+        count_h = tl.minimum(h + POOL // 2, H - 1) - tl.maximum(h - POOL // 2, 0) + 1
+        count_w = tl.minimum(w + POOL // 2, W - 1) - tl.maximum(w - POOL // 2, 0) + 1
+        return 1.0 / (count_h * count_w).to(tl.float32)
+
+    @triton.jit
     def mixed_tile(x_ptr, mix_ptr, rows, h, w, row_ok, H, W, C: tl.constexpr, C0: tl.constexpr,
                    CW: tl.constexpr, POOL: tl.constexpr):
         """Columns [C0, C0 + CW) of lerp(x, avgpool(x), s1) for a tile of rows, and x there, in fp32."""
+        PAD: tl.constexpr = C0 + CW > C
         cols = C0 + tl.arange(0, CW)
         col_ok = cols < C
-        x = tl.load(x_ptr + rows[:, None] * C + cols[None, :], mask=row_ok[:, None] & col_ok[None, :],
-                    other=0.0).to(tl.float32)
+        centre = x_ptr + (rows[:, None] * C + cols[None, :])  # each tap is this plus one scalar offset
+        x = tl.load(centre, mask=tap_mask(row_ok, col_ok, PAD), other=0.0).to(tl.float32)
         total = x  # the centre tap
         for i in tl.static_range(POOL):
             for j in tl.static_range(POOL):
@@ -110,14 +151,10 @@ if triton is not None:
                     hh = h + (i - POOL // 2)
                     ww = w + (j - POOL // 2)
                     ok = row_ok & (hh >= 0) & (hh < H) & (ww >= 0) & (ww < W)
-                    nb = rows + (i - POOL // 2) * W + (j - POOL // 2)
-                    v = tl.load(x_ptr + nb[:, None] * C + cols[None, :], mask=ok[:, None] & col_ok[None, :],
-                                other=0.0)
+                    v = tl.load(centre + ((i - POOL // 2) * W + (j - POOL // 2)) * C,
+                                mask=tap_mask(ok, col_ok, PAD), other=0.0)
                     total += v.to(tl.float32)
-        # count_include_pad=False: the window's in-image taps, rows times columns
-        count_h = tl.minimum(h + POOL // 2, H - 1) - tl.maximum(h - POOL // 2, 0) + 1
-        count_w = tl.minimum(w + POOL // 2, W - 1) - tl.maximum(w - POOL // 2, 0) + 1
-        pooled = total / (count_h * count_w).to(tl.float32)[:, None]
+        pooled = total * window_reciprocal(h, w, H, W, POOL)[:, None]
         s1 = tl.load(mix_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)
         return x + s1[None, :] * (pooled - x)
 
@@ -128,6 +165,12 @@ if triton is not None:
         elif ACT == 1:  # tanh GELU: 0.5 x (1 + tanh(u)) = x / (1 + exp(-2u)), u = sqrt(2/pi) (x + 0.044715 x^3)
             z = -2.302208198144325 * (hid + 0.044715 * hid * hid * hid)  # -2u log2(e)
             hid = tl.fdiv(hid, 1.0 + tl.exp2(z), ieee_rounding=False)
+        elif ACT == 3:  # tanh GELU through the GPU's tanh instruction: one special-function op, not two
+            half = 0.5 * hid
+            u = hid * (0.7978845608028654 + 0.035677408136300125 * hid * hid)
+            t = tl.inline_asm_elementwise("tanh.approx.f32 $0, $1;", "=f,f", [u], dtype=tl.float32,
+                                          is_pure=True, pack=1)
+            hid = half + half * t
         else:
             hid = tl.maximum(hid, 0.0)
         return hid
@@ -192,7 +235,7 @@ def launch(x: torch.Tensor, mix: torch.Tensor, w1t: torch.Tensor, b1: torch.Tens
     block_m, block_h, warps, stages = config or block_config(c_w, hid, rows)
     out = torch.empty_like(x, memory_format=torch.channels_last)
     grid = ((rows + block_m - 1) // block_m,)
-    act = 1 if act == 0 and FAST_GELU else act
+    act = gelu_code(act)
     _kernel()[grid](x, out, mix, w1t, b1, w2t, b2, rows, height, width, channels, hid, C_A=groups[0],
                     C_B=groups[1], BLOCK_M=block_m, BLOCK_H=block_h, POOL=pool, ACT=act, num_warps=warps,
                     num_stages=stages)
@@ -379,13 +422,11 @@ if triton is not None:
                     hh = h + (i - POOL // 2)
                     ww = w + (j - POOL // 2)
                     tap_ok = row_ok & (hh >= 0) & (hh < H) & (ww >= 0) & (ww < W)
-                    nb = (rows + (i - POOL // 2) * W + (j - POOL // 2))[:, None] * C + cols[None, :]
+                    nb = centre + ((i - POOL // 2) * W + (j - POOL // 2)) * C
                     mask = tap_ok[:, None] & col_ok[None, :]
                     total += (tl.load(m_ptr + nb, mask=mask, other=0.0).to(tl.float32)
                               + tl.load(y_ptr + nb, mask=mask, other=0.0).to(tl.float32))
-        count_h = tl.minimum(h + POOL // 2, H - 1) - tl.maximum(h - POOL // 2, 0) + 1
-        count_w = tl.minimum(w + POOL // 2, W - 1) - tl.maximum(w - POOL // 2, 0) + 1
-        pooled = total / (count_h * count_w).to(tl.float32)[:, None]
+        pooled = total * window_reciprocal(h, w, H, W, POOL)[:, None]
         s1 = tl.load(mix_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)
         out = x + s1[None, :] * (pooled - x)
         tl.store(out_ptr + centre, out.to(out_ptr.dtype.element_ty), mask=ok)
