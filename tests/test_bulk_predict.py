@@ -83,8 +83,11 @@ def test_workers_give_the_serial_records_and_the_classifiers_scores(model, folde
     assert [name for name, _ in result.predictions] == files
     assert [p for _, p in result.predictions] == expected  # the same floats, not just the same order
     assert [name for name, _ in result.failed] == [str(folder / "truncated.jpg")]
-    assert classifier.predict(str(folder / "*.png"), top_k=1) == [row[:1] for row, f in zip(expected, files)
-                                                                  if f.endswith(".png")]
+    # another batch composition: the same labels, scores to float32 rounding (BLAS kernels differ by batch size)
+    pngs = classifier.predict(str(folder / "*.png"), top_k=1)
+    want = [row[:1] for row, f in zip(expected, files) if f.endswith(".png")]
+    assert [[(p.label, p.index) for p in row] for row in pngs] == [[(p.label, p.index) for p in row] for row in want]
+    assert all(abs(a.score - b.score) < 1e-5 for r, w in zip(pngs, want) for a, b in zip(r, w))
 
 
 def _shard(folder, path, extra_member: bool = True):
@@ -250,7 +253,15 @@ def test_two_gloo_ranks_write_the_records_of_one_process(model, folder, tmp_path
                                 join=True)
     assert not records.part_files(two)  # merged
     got, want = _jsonl(two), _jsonl(one)
-    assert sorted(json.dumps(r) for r in got) == sorted(json.dumps(r) for r in want)
+
+    def labels(rows):  # the ranks batch other images together: labels exact, scores to float32 rounding
+        return sorted((r["image"], [(p["label"], p["index"]) for p in r["predictions"]]) for r in rows)
+
+    def scores(rows):
+        return {r["image"]: [p["score"] for p in r["predictions"]] for r in rows}
+
+    assert labels(got) == labels(want)
+    assert all(abs(a - b) < 1e-5 for k, v in scores(want).items() for a, b in zip(scores(got)[k], v))
     assert [r["image"] for r in got[len(half):]] == [r["image"] for r in want if r not in got[:len(half)]]
 
 
