@@ -244,20 +244,27 @@ def tune_tiles(min_time: float) -> dict:
     return out
 
 
+def first_blocks(name: str, widths, dev: torch.device) -> tuple:
+    """The folded bf16 channels-last network of `name` and its first Meta4D block of each width in `widths`."""
+    from efficientformer.deploy.optimize import FusedMeta4D, fuse
+
+    fused = fuse(build_model(name)).to(dev, torch.bfloat16).to(memory_format=torch.channels_last)
+    blocks: dict = {}
+    for block in fused.convs:
+        if isinstance(block, FusedMeta4D) and block.w1.shape[1] in widths:
+            blocks.setdefault(block.w1.shape[1], block)
+    return fused, blocks
+
+
 def tune_wide(min_time: float) -> dict:
     """The Meta4D kernel's tiles for L3's and L7's stage 1-2 blocks at batch 256 (default variant); the fastest
     of each width is put into `kernels.TUNED` for the rest of the process (the `wide` part's comparisons)."""
     from efficientformer.deploy import kernels
-    from efficientformer.deploy.optimize import FusedMeta4D, fuse
 
     dev = torch.device("cuda")
     out: dict = {"timings": [], "best": []}
     for name, sizes in WIDE_SIZES.items():
-        fused = fuse(build_model(name)).to(dev, torch.bfloat16).to(memory_format=torch.channels_last)
-        blocks: dict = {}
-        for block in fused.convs:
-            if isinstance(block, FusedMeta4D) and block.w1.shape[1] in sizes:
-                blocks.setdefault(block.w1.shape[1], block)
+        fused, blocks = first_blocks(name, sizes, dev)
         with torch.no_grad():
             for c, block in blocks.items():
                 x = torch.randn(256, c, sizes[c], sizes[c], device=dev, dtype=torch.bfloat16).contiguous(
@@ -279,16 +286,11 @@ def gelu_timing(min_time: float) -> dict:
     """The Meta4D kernel with its default tiles, GELU's tanh through PTX's tanh instruction against the exp2 form
     (`kernels.TANH_INSTRUCTION`), on L1's and L7's stage 1-2 blocks at batch 256 and L1's at batch 1."""
     from efficientformer.deploy import kernels
-    from efficientformer.deploy.optimize import FusedMeta4D, fuse
 
     dev, out = torch.device("cuda"), {"rows": []}
     cases = (("l1", {48: 56, 96: 28}, (256, 1)), ("l7", {96: 56, 192: 28}, (256,)), ("l3", {64: 56, 128: 28}, (256,)))
     for name, sizes, batches in cases:
-        fused = fuse(build_model(name)).to(dev, torch.bfloat16).to(memory_format=torch.channels_last)
-        blocks: dict = {}
-        for block in fused.convs:
-            if isinstance(block, FusedMeta4D) and block.w1.shape[1] in sizes:
-                blocks.setdefault(block.w1.shape[1], block)
+        fused, blocks = first_blocks(name, sizes, dev)
         with torch.no_grad():
             for c, block in blocks.items():
                 w1t, _, w2t, _ = kernels.prepare_weights(block.w1, block.b1, block.w2, block.b2)
